@@ -1,0 +1,117 @@
+"""Networks: the 3D VGG regressor F (Table 1) and the paired symmetric model F_sym (eq. 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+__all__ = ["VGGRegressor3D", "SymmetricRegressor", "PATCH_SIZE"]
+
+PATCH_SIZE: tuple[int, int, int] = (50, 50, 20)
+"""Nigral patch size in voxels (0.5 x 0.5 x 1 mm), the network's fixed input size."""
+
+DropoutPosition = Literal["head", "all"]
+
+
+def _vgg_block(in_channels: int, out_channels: int, convs: int, dropout: float) -> nn.Sequential:
+    """``convs`` x (3x3x3 conv, zero padding 1, ReLU) followed by 2x2x2 max-pooling (and dropout if > 0)."""
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [nn.Conv3d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True)]
+    layers.append(nn.MaxPool3d(2))
+    if dropout > 0:
+        layers.append(nn.Dropout3d(dropout))
+    return nn.Sequential(*layers)
+
+
+class VGGRegressor3D(nn.Module):
+    """The single-side SBR regressor F of Table 1: a small 3D VGG mapping one nigral patch to one value.
+
+    Default arguments reproduce Table 1 exactly: 4 blocks of two 3x3x3 convolutions (zero padding, ReLU) and a
+    2x2x2 max-pool with 64-128-256-512 channels; a [B, 1, 50, 50, 20] input shrinks to 512 x 3 x 3 x 1, is
+    flattened in PyTorch's (C, D1, D2, D3) order to 4608 features and mapped by one linear layer to the
+    normalised SBR ([B, 1]). That network has 14,053,441 trainable parameters.
+
+    Args:
+        channels: output channels of each block; its length is the number of blocks. ``(16, 32, 64, 128)``
+            is the width of the original public release, a 3-entry list the 3-block VGG of Bae et al. 2023.
+        in_channels: input channels (1 for an SMWI patch).
+        patch_size: spatial input size; fixes the flattened feature size.
+        convs_per_block: convolutions per block (2 in Table 1).
+        dropout: dropout probability. Must be > 0 for Monte-Carlo dropout uncertainty.
+        dropout_position: ``"head"`` puts a single dropout on the flattened features before the linear layer
+            (default, which also allows the fast MC path: features are computed once, only the head is
+            resampled); ``"all"`` additionally applies channel dropout (Dropout3d) after every block.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (64, 128, 256, 512),
+        in_channels: int = 1,
+        patch_size: Sequence[int] = PATCH_SIZE,
+        convs_per_block: int = 2,
+        dropout: float = 0.2,
+        dropout_position: DropoutPosition = "head",
+    ) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if not channels or min(channels) < 1:
+            raise ValueError(f"channels must be a non-empty list of positive integers, got {channels}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        if dropout_position not in ("head", "all"):
+            raise ValueError(f"dropout_position must be 'head' or 'all', got {dropout_position!r}.")
+        spatial = [int(s) for s in patch_size]
+        for _ in channels:
+            spatial = [s // 2 for s in spatial]
+        if min(spatial) < 1:
+            raise ValueError(f"{len(channels)} pooling blocks are too many for a patch of size {tuple(patch_size)}.")
+
+        self.channels = tuple(channels)
+        self.patch_size = tuple(int(s) for s in patch_size)
+        self.dropout_position = dropout_position
+        block_dropout = dropout if dropout_position == "all" else 0.0
+        in_ch = [in_channels, *channels[:-1]]
+        self.features = nn.Sequential(
+            *(_vgg_block(i, o, convs_per_block, block_dropout) for i, o in zip(in_ch, channels, strict=True))
+        )
+        self.num_features = channels[-1] * spatial[0] * spatial[1] * spatial[2]
+        self.head = nn.Sequential(nn.Flatten(1), nn.Dropout(dropout), nn.Linear(self.num_features, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, *patch_size] -> [B, 1] normalised SBR."""
+        return self.head(self.features(x))
+
+
+class SymmetricRegressor(nn.Module):
+    """Paired model F_sym(x_r, x_l) = (F(x_r), F(x_l)) of eq. 3, one shared regressor F.
+
+    The input carries the pair as two channels, ``[B, 2, *patch]`` = (mirrored right patch, left patch); both
+    patches go through the same F in one batch of 2B and the output is ``[B, 2]`` = (right, left). The module
+    owns no parameters besides F, so its ``regressor`` state dict is the model weights.
+
+    Args:
+        regressor: the shared single-side network F ([N, 1, *patch] -> [N, 1]).
+        autocast_dtype: if given, run F under ``torch.autocast`` with this dtype on the input's device (used for
+            bf16 on CPU, where MONAI's engines offer no mixed precision); the output is returned in float32.
+    """
+
+    def __init__(self, regressor: nn.Module, autocast_dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.regressor = regressor
+        self.autocast_dtype = autocast_dtype
+
+    def forward(self, pair: torch.Tensor) -> torch.Tensor:
+        if pair.ndim < 3 or pair.shape[1] != 2:
+            raise ValueError(f"expected a patch pair [B, 2, *spatial] (right, left), got shape {tuple(pair.shape)}.")
+        batch = pair.shape[0]
+        flat = pair.reshape(batch * 2, 1, *pair.shape[2:])
+        if self.autocast_dtype is None:
+            out = self.regressor(flat)
+        else:
+            with torch.autocast(device_type=flat.device.type, dtype=self.autocast_dtype):
+                out = self.regressor(flat)
+        return out.float().reshape(batch, 2)

@@ -1,0 +1,119 @@
+"""Table 1 network, its configurable variants and the paired model of eq. 3."""
+
+import pytest
+import torch
+
+from bundle.networks import SymmetricRegressor, VGGRegressor3D
+
+
+def n_trainable(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def test_table1_network_parameter_count_and_shape():
+    net = VGGRegressor3D()
+    assert n_trainable(net) == 14_053_441
+    assert net.num_features == 4608
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, 1, 50, 50, 20)).shape == (2, 1)
+
+
+def test_table1_feature_map_sizes():
+    net = VGGRegressor3D()
+    x = torch.zeros(1, 1, 50, 50, 20)
+    sizes = []
+    for block in net.features:
+        x = block(x)
+        sizes.append(tuple(x.shape[1:]))
+    assert sizes == [(64, 25, 25, 10), (128, 12, 12, 5), (256, 6, 6, 2), (512, 3, 3, 1)]
+
+
+def test_full_network_backpropagates_to_every_parameter():
+    net = VGGRegressor3D()
+    net(torch.randn(2, 1, 50, 50, 20)).sum().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(
+    "channels, features",
+    [((16, 32, 64, 128), 128 * 3 * 3 * 1), ((32, 64, 128), 128 * 6 * 6 * 2), ((4, 4, 4, 4), 4 * 9)],
+)
+def test_width_and_depth_presets(channels, features):
+    net = VGGRegressor3D(channels=channels).eval()
+    assert net.num_features == features
+    assert len(net.features) == len(channels)
+    assert net(torch.randn(3, 1, 50, 50, 20)).shape == (3, 1)
+
+
+def test_flatten_follows_pytorch_c_d1_d2_d3_order():
+    net = VGGRegressor3D(channels=(2, 2, 2, 2), dropout=0.0).eval()
+    x = torch.randn(1, 1, 50, 50, 20)
+    feats = net.features(x)  # [1, 2, 3, 3, 1]
+    linear = net.head[-1]
+    with torch.no_grad():
+        linear.bias.zero_()
+        for c, d1, d2, d3 in [(1, 2, 0, 0), (0, 1, 2, 0)]:
+            linear.weight.zero_()
+            linear.weight[0, ((c * 3 + d1) * 3 + d2) * 1 + d3] = 1.0
+            assert torch.allclose(net(x)[0, 0], feats[0, c, d1, d2, d3])
+
+
+def test_dropout_is_stochastic_in_train_mode_only():
+    torch.manual_seed(0)
+    net = VGGRegressor3D(channels=(4, 4, 4, 4), dropout=0.5)
+    x = torch.randn(1, 1, 50, 50, 20)
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    net.train()
+    assert not torch.equal(net(x), net(x))
+
+
+def test_dropout_position():
+    head = VGGRegressor3D(channels=(4, 4), dropout=0.3)
+    everywhere = VGGRegressor3D(channels=(4, 4), dropout=0.3, dropout_position="all")
+    assert not any(isinstance(m, torch.nn.Dropout3d) for m in head.features.modules())
+    assert sum(isinstance(m, torch.nn.Dropout3d) for m in everywhere.features.modules()) == 2
+    assert any(isinstance(m, torch.nn.Dropout) for m in head.head)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"channels": []}, "channels"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"dropout_position": "middle"}, "dropout_position"),
+        ({"channels": (4, 4, 4, 4, 4, 4)}, "too many"),
+    ],
+)
+def test_bad_arguments_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        VGGRegressor3D(**kwargs)
+
+
+def test_paired_model_shares_one_regressor():
+    regressor = VGGRegressor3D(channels=(4, 4, 4, 4)).eval()
+    paired = SymmetricRegressor(regressor)
+    assert n_trainable(paired) == n_trainable(regressor)
+    pair = torch.randn(3, 2, 50, 50, 20)
+    out = paired(pair)
+    assert out.shape == (3, 2)
+    assert torch.allclose(out[:, 0], regressor(pair[:, :1])[:, 0], atol=1e-6)
+    assert torch.allclose(out[:, 1], regressor(pair[:, 1:])[:, 0], atol=1e-6)
+
+
+def test_paired_model_rejects_a_single_patch():
+    with pytest.raises(ValueError, match=r"\[B, 2"):
+        SymmetricRegressor(VGGRegressor3D(channels=(4,)))(torch.randn(1, 1, 50, 50, 20))
+
+
+def test_bf16_autocast_returns_float32_close_to_fp32():
+    torch.manual_seed(0)
+    regressor = VGGRegressor3D(channels=(4, 4, 4, 4)).eval()
+    pair = torch.rand(2, 2, 50, 50, 20)
+    ref = SymmetricRegressor(regressor)(pair)
+    out = SymmetricRegressor(regressor, autocast_dtype=torch.bfloat16)(pair)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, ref, atol=2e-2 * ref.abs().max().item() + 1e-3)
