@@ -30,7 +30,8 @@ class SymmetricLossHandler:
 
     Args:
         loss_function: the training loss, whose ``components`` define the terms.
-        output_transform: maps ``engine.state.output`` to (pred [B, 2], label [B, 2]).
+        output_transform: maps ``engine.state.output`` to (pred [B, 2], label [B, 2]); default
+            ``from_engine(["pred", "label"])``.
         summary_writer: optional TensorBoard writer for per-iteration scalars.
         tag_prefix: TensorBoard tag prefix.
         name: logger name.
@@ -41,13 +42,13 @@ class SymmetricLossHandler:
     def __init__(
         self,
         loss_function: SymmetricRegressionLoss,
-        output_transform: Callable[[Any], Any] = from_engine(["pred", "label"]),
+        output_transform: Callable[[Any], Any] | None = None,
         summary_writer: SummaryWriter | None = None,
         tag_prefix: str = "train/",
         name: str | None = "SymmetricLossHandler",
     ) -> None:
         self.loss_function = loss_function
-        self.output_transform = output_transform
+        self.output_transform = output_transform or from_engine(["pred", "label"])
         self.summary_writer = summary_writer
         self.tag_prefix = tag_prefix
         self.logger = logging.getLogger(name)
@@ -85,5 +86,8 @@ class SymmetricLossHandler:
         engine.state.metrics.update(means)
         self.logger.info(
             "Epoch[%d] L_reg %.5f  L_sym %.5f  beyond alpha margin %.1f%%",
-            engine.state.epoch, means["loss_reg"], means["loss_sym"], 100 * means["beyond_margin"],
+            engine.state.epoch,
+            means["loss_reg"],
+            means["loss_sym"],
+            100 * means["beyond_margin"],
         )

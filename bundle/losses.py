@@ -76,7 +76,7 @@ class SymmetricRegressionLoss(_Loss):
         return per_patient
 
     def components(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-patient terms: ``reg`` (eq. 2), ``sym`` (eq. 5, unweighted) and ``beyond`` (1 where |F_r - F_l| > alpha)."""
+        """Per-patient terms: ``reg`` (eq. 2), ``sym`` (eq. 5, unweighted), ``beyond`` (1 where |F_r - F_l| > alpha)."""
         self._check(input, target)
         reg = ((target - input) ** 2).sum(dim=1)
         sq_diff = (input[:, 0] - input[:, 1]) ** 2

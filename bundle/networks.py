@@ -20,7 +20,10 @@ def _vgg_block(in_channels: int, out_channels: int, convs: int, dropout: float) 
     """``convs`` x (3x3x3 conv, zero padding 1, ReLU) followed by 2x2x2 max-pooling (and dropout if > 0)."""
     layers: list[nn.Module] = []
     for i in range(convs):
-        layers += [nn.Conv3d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True)]
+        layers += [
+            nn.Conv3d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+        ]
     layers.append(nn.MaxPool3d(2))
     if dropout > 0:
         layers.append(nn.Dropout3d(dropout))

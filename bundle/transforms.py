@@ -180,7 +180,9 @@ class SBRTargetd(MapTransform):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{_case(d)}: {key} must be a number, got {value!r}")
             if not 0.0 <= value <= self.max_plausible_sbr or not np.isfinite(value):
-                raise ValueError(f"{_case(d)}: {key}={value} is outside the plausible SBR range [0, {self.max_plausible_sbr:g}]")
+                raise ValueError(
+                    f"{_case(d)}: {key}={value} is outside the plausible SBR range [0, {self.max_plausible_sbr:g}]"
+                )
             values.append(float(value) / self.sbr_max)
         d[self.label_key] = torch.tensor(values, dtype=torch.float32)
         return d

@@ -42,7 +42,13 @@ def pipeline(**kwargs) -> Compose:
 
 
 def case(path: str, right=RIGHT, left=LEFT, space="voxel") -> dict:
-    return {"id": "P1", "image": path, "centroid_right": list(right), "centroid_left": list(left), "centroid_space": space}
+    return {
+        "id": "P1",
+        "image": path,
+        "centroid_right": list(right),
+        "centroid_left": list(left),
+        "centroid_space": space,
+    }
 
 
 def world(affine: np.ndarray, index) -> list[float]:
@@ -144,7 +150,9 @@ def test_sbr_target_is_normalised_right_then_left():
     assert torch.allclose(out["label"], torch.tensor([0.5, 1.0]))
 
 
-@pytest.mark.parametrize("value, message", [(-1.0, "plausible"), (25.0, "plausible"), ("4.1", "number"), (None, "number")])
+@pytest.mark.parametrize(
+    "value, message", [(-1.0, "plausible"), (25.0, "plausible"), ("4.1", "number"), (None, "number")]
+)
 def test_bad_sbr_values_name_the_case_and_field(value, message):
     with pytest.raises(ValueError, match=rf"P3: sbr_left.*{message}"):
         SBRTargetd()({"id": "P3", "sbr_right": 3.0, "sbr_left": value})

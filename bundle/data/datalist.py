@@ -36,7 +36,9 @@ def resolve_datalist(datalist: str | os.PathLike, bundle_root: str | os.PathLike
     raise FileNotFoundError(f"datalist not found: {path}")
 
 
-def load_cases(datalist: str | os.PathLike, section: str, dataset_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+def load_cases(
+    datalist: str | os.PathLike, section: str, dataset_dir: str | os.PathLike | None = None
+) -> list[dict[str, Any]]:
     """Cases of one ``section`` (``training``, ``validation``, ``test``) with paths made absolute.
 
     Relative paths are resolved against ``dataset_dir`` (default: the datalist's folder). Raises a one-line

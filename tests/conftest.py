@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny synthetic cohort generated once per test session."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    """A 16-patient synthetic cohort (11 training / 2 validation / 3 test); returns its directory."""
+    from bundle.data.cohort import generate_cohort
+
+    out = tmp_path_factory.mktemp("cohort") / "tiny"
+    generate_cohort(out, n_patients=16, seed=3, num_workers=1, progress=False)
+    return out
+
+
+def bundle_env() -> dict[str, str]:
+    """Environment for bundle subprocesses: repository importable, one thread per process."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
