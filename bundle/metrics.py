@@ -5,14 +5,30 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import ignite.distributed as idist
 import torch
-from ignite.metrics import EpochMetric, MeanAbsoluteError, Metric, MetricsLambda, RootMeanSquaredError
+from ignite.exceptions import NotComputableError
+from ignite.metrics import MeanAbsoluteError, Metric, MetricsLambda, RootMeanSquaredError
+from ignite.metrics.metric import reinit__is_reduced
 from scipy import stats
 
-__all__ = ["PearsonR", "sbr_metrics", "side_output"]
+__all__ = ["PearsonR", "all_gather_rows", "pearson_r", "sbr_metrics", "side_output"]
 
 
-def _pearson_r(pred: torch.Tensor, true: torch.Tensor) -> float:
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenation along dim 0 of every rank's ``tensor``, whose lengths may differ (rank order).
+
+    A validation ``DistributedSampler(even_divisible=False)`` gives ranks different numbers of cases, which
+    ``idist.all_gather`` alone does not accept.
+    """
+    if idist.get_world_size() == 1:
+        return tensor
+    lengths = torch.as_tensor(idist.all_gather(int(tensor.shape[0]))).flatten().tolist()
+    shapes = [[int(n), *tensor.shape[1:]] for n in lengths]
+    return torch.cat(idist.all_gather_tensors_with_shapes(tensor, shapes), dim=0)
+
+
+def pearson_r(pred: torch.Tensor, true: torch.Tensor) -> float:
     """scipy's Pearson R in float64; NaN when either side is constant (R is undefined there)."""
     x, y = pred.double().flatten().cpu().numpy(), true.double().flatten().cpu().numpy()
     if len(x) < 2 or x.std() == 0 or y.std() == 0:
@@ -20,11 +36,30 @@ def _pearson_r(pred: torch.Tensor, true: torch.Tensor) -> float:
     return float(stats.pearsonr(x, y).statistic)
 
 
-class PearsonR(EpochMetric):
-    """Pearson correlation over the whole epoch, computed by scipy (exact in float64, NaN if undefined)."""
+class PearsonR(Metric):
+    """Pearson correlation over the whole epoch (all ranks), computed by scipy in float64; NaN if undefined."""
 
     def __init__(self, output_transform: Callable = lambda x: x, device: str | torch.device = "cpu") -> None:
-        super().__init__(_pearson_r, output_transform=output_transform, check_compute_fn=False, device=device)
+        super().__init__(output_transform=output_transform, device=device)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._pred: list[torch.Tensor] = []
+        self._true: list[torch.Tensor] = []
+
+    @reinit__is_reduced
+    def update(self, output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        pred, true = output
+        self._pred.append(pred.detach().flatten().double().cpu())
+        self._true.append(true.detach().flatten().double().cpu())
+
+    def compute(self) -> float:
+        if idist.get_world_size() == 1 and not self._pred:
+            raise NotComputableError("PearsonR needs at least one example to be computed.")
+        empty = torch.zeros(0, dtype=torch.float64)
+        pred = all_gather_rows(torch.cat(self._pred) if self._pred else empty)
+        true = all_gather_rows(torch.cat(self._true) if self._true else empty)
+        return pearson_r(pred, true)
 
 
 _METRICS: dict[str, Callable[..., Metric]] = {"mae": MeanAbsoluteError, "rmse": RootMeanSquaredError, "r": PearsonR}

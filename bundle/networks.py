@@ -83,10 +83,27 @@ class VGGRegressor3D(nn.Module):
         )
         self.num_features = channels[-1] * spatial[0] * spatial[1] * spatial[2]
         self.head = nn.Sequential(nn.Flatten(1), nn.Dropout(dropout), nn.Linear(self.num_features, 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He (fan-out) initialisation of the convolutions, as torchvision's VGG: without batch norm, PyTorch's
+        default initialisation shrinks the signal through 8 ReLU convolutions so that training stalls."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, 0.01)
+                nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, C, *patch_size] -> [B, 1] normalised SBR."""
-        return self.head(self.features(x))
+        """[B, C, *patch_size] -> [B, 1] normalised SBR.
+
+        The linear head always runs in float32, also under autocast: bf16 would quantise the output to ~0.4 %.
+        """
+        features = self.features(x)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return self.head(features.float())
 
 
 class SymmetricRegressor(nn.Module):

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+import ignite.distributed as idist
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
-__all__ = ["autocast_dtype", "cuda_amp_dtype", "prepare_network", "loader_workers", "mean_baseline_mae"]
+__all__ = [
+    "flag",
+    "autocast_dtype",
+    "cuda_amp_dtype",
+    "prepare_network",
+    "loader_workers",
+    "mean_baseline_mae",
+    "init_distributed",
+    "rank_zero_first",
+]
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +32,16 @@ logger = logging.getLogger(__name__)
 def _cpu_supports_bf16() -> bool:
     checker = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(checker()) if checker is not None else False
+
+
+def flag(value: bool | str | int) -> bool:
+    """A boolean config value, also when given on the command line as ``true``/``false``/``yes``/``no``/``1``/``0``."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            raise ValueError(f"expected a boolean, got {value!r}")
+        return lowered in ("true", "yes", "on", "1")
+    return bool(value)
 
 
 def autocast_dtype(amp: bool, device: torch.device | str) -> torch.dtype | None:
@@ -65,3 +88,45 @@ def mean_baseline_mae(train_cases: Sequence[dict[str, Any]], val_cases: Sequence
     value = float(np.mean(maes))
     logger.info("reference: predicting the training mean gives validation MAE %.4f (SBR units)", value)
     return value
+
+
+def init_distributed(device: torch.device | str) -> None:
+    """Join the torchrun process group: NCCL for a CUDA ``device`` (made the current device first), else gloo.
+
+    Also syncs ignite's distributed context on every rank: ignite creates process sub-groups (a collective) on
+    its first ``idist`` call, and if that call happens on rank 0 only (e.g. in ``CheckpointSaver``, a rank-0
+    handler) training deadlocks. No-op for a process group that already exists.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    idist.sync()
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank_zero_first(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` run on rank 0 first while the other ranks wait, then on the other ranks.
+
+    For one-off side effects such as generating the demo cohort on first use (``bundle.data.resolve_datalist``):
+    rank 0 writes the files, the others then find them in place instead of racing it. An error on rank 0 is
+    raised on every rank rather than leaving them at the barrier. Outside torch.distributed it is a plain call.
+    """
+    if not _distributed():
+        return fn(*args, **kwargs)
+    failure: list[str | None] = [None]
+    if dist.get_rank() == 0:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as err:
+            failure[0] = f"{type(err).__name__}: {err}"
+            dist.broadcast_object_list(failure, src=0)
+            raise
+    dist.broadcast_object_list(failure, src=0)
+    if failure[0] is not None:
+        raise RuntimeError(f"{getattr(fn, '__name__', fn)} failed on rank 0: {failure[0]}")
+    return result if dist.get_rank() == 0 else fn(*args, **kwargs)

@@ -1,0 +1,226 @@
+"""The synthetic cohort: label statistics, image signal, file format, determinism and atomic writes."""
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bundle.data import cohort
+from bundle.data.cohort import (
+    SBR_MAX,
+    ensure_demo_cohort,
+    generate_cohort,
+    render_subject,
+    sample_labels,
+    simulate_subject,
+)
+
+PATCH = np.array([50, 50, 20])
+
+
+def _patch(volume: np.ndarray, centroid) -> np.ndarray:
+    """The regressor's 50x50x20 patch centred on ``centroid`` (as float)."""
+    low = np.asarray(centroid) - PATCH // 2
+    return volume[low[0] : low[0] + 50, low[1] : low[1] + 50, low[2] : low[2] + 20].astype(np.float64)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1])
+
+
+def _r2(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1] ** 2)
+
+
+def _volumes(out: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.asarray(nib.load(p).dataobj) for p in sorted((out / "smwi").glob("*.nii.gz"))}
+
+
+# 1. labels ---------------------------------------------------------------------------------------------------------
+
+
+def test_label_statistics_match_the_clinical_cohort():
+    labels = sample_labels(2000, np.random.default_rng(0))
+    right, left, is_pd = labels["sbr_right"], labels["sbr_left"], labels["is_pd"]
+    assert is_pd.dtype == bool and right.shape == left.shape == is_pd.shape == (2000,)
+    assert abs(is_pd.mean() - 0.78) < 0.06
+    patient = (right + left) / 2
+    assert abs(patient[is_pd].mean() - 2.3) < 0.25
+    assert abs(patient[~is_pd].mean() - 4.3) < 0.25
+    assert abs(np.corrcoef(right, left)[0, 1] - 0.93) < 0.03
+    assert right.min() >= 0.43 and left.min() >= 0.43 and max(right.max(), left.max()) <= SBR_MAX
+    assert np.array_equal(right, np.round(right, 3))
+
+
+# 4./5. image signal and leakage --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signal_table() -> dict[str, np.ndarray]:
+    """Per side of 80 subjects with SBR spread over [0.5, 6.5]: SBR, true visibility and three image features."""
+    n = 80
+    sbr_right = np.linspace(0.5, 6.5, n)
+    sbr_left = np.random.default_rng(11).permutation(sbr_right)  # decorrelate the two sides
+    rows = []
+    for i, seq in enumerate(np.random.SeedSequence(2024).spawn(n)):
+        s = simulate_subject(sbr_right[i], sbr_left[i], np.random.default_rng(seq))
+        for sbr, centroid, truth, visibility in (
+            (sbr_right[i], s.centroid_right, s.nigrosome_right, s.visibility_right),
+            (sbr_left[i], s.centroid_left, s.nigrosome_left, s.visibility_left),
+        ):
+            patch = _patch(s.volume, centroid)
+            t = np.rint(truth).astype(int)
+            roi = s.volume[t[0] - 1 : t[0] + 2, t[1] - 1 : t[1] + 2, t[2] - 1 : t[2] + 2].mean()
+            rows.append((sbr, visibility, roi / patch.mean(), patch.mean(), patch[25, 25, 10] / patch.mean()))
+    table = np.array(rows)
+    return dict(zip(("sbr", "visibility", "roi", "patch_mean", "centre"), table.T, strict=True))
+
+
+def test_nigrosome_contrast_rises_with_ipsilateral_sbr_along_a_sigmoid(signal_table):
+    sbr, roi, vis = signal_table["sbr"], signal_table["roi"], signal_table["visibility"]
+    assert _spearman(sbr, roi) > 0.6
+    low, mid, high = roi[sbr < 2], roi[(sbr > 3.0) & (sbr < 3.8)], roi[sbr > 5]
+    spread = max(low.std(), high.std())
+    assert high.mean() - low.mean() > 4 * spread  # lost vs intact nigral hyperintensity
+    assert low.mean() + spread < mid.mean() < high.mean() - spread  # gradual, not a switch
+    assert abs(low[: len(low) // 2].mean() - low[len(low) // 2 :].mean()) < spread  # flat floor
+    assert vis[sbr < 2].max() < 0.15 and vis[sbr > 5].min() > 0.75
+
+
+def test_no_trivial_leakage_from_patch_mean_or_centre_voxel(signal_table):
+    sbr = signal_table["sbr"]
+    assert abs(np.corrcoef(sbr, signal_table["patch_mean"])[0, 1]) < 0.3
+    centre_r2 = _r2(sbr, signal_table["centre"])
+    assert centre_r2 < 0.3
+    assert centre_r2 < _r2(sbr, signal_table["roi"]) - 0.4
+
+
+def test_render_subject_returns_volume_affine_and_centroids():
+    volume, affine, right, left = render_subject(5.0, 1.0, np.random.default_rng(0))
+    assert volume.dtype == np.int16 and volume.shape == cohort.VOLUME_SHAPE and volume.min() >= 0
+    assert affine.shape == (4, 4) and affine.dtype == np.float64
+    assert np.allclose(np.diag(affine)[:3], cohort.VOXEL_SIZE)
+    assert right.shape == left.shape == (3,) and right[0] > left[0]  # RAS: right nigra at larger x index
+
+
+# 2./3. files and determinism ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_cohort(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cohort") / "c24"
+    generate_cohort(out, n_patients=24, seed=5, num_workers=2, progress=False)
+    return out
+
+
+def test_files_are_ras_nifti_with_a_consistent_datalist(small_cohort):
+    datalist = json.loads((small_cohort / "datalist.json").read_text())
+    assert list(datalist) == ["training", "validation", "test"]
+    assert [len(datalist[k]) for k in datalist] == [17, 4, 3]  # round(0.7 n), round(0.15 n), rest
+    ids = [case["id"] for section in datalist.values() for case in section]
+    assert len(ids) == len(set(ids)) == 24
+    for case in (case for section in datalist.values() for case in section):
+        img = nib.load(small_cohort / case["image"])
+        assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
+        assert img.header.get_zooms() == (0.5, 0.5, 1.0)
+        assert int(img.header["qform_code"]) == int(img.header["sform_code"]) == 1
+        assert img.get_data_dtype() == np.int16
+        assert case["centroid_space"] == "voxel" and isinstance(case["sbr_right"], float)
+        shape = np.array(img.shape)
+        for key in ("centroid_right", "centroid_left"):
+            low = np.array(case[key]) - PATCH // 2
+            assert all(isinstance(v, int) for v in case[key])
+            assert np.all(low >= 0) and np.all(low + PATCH <= shape), (case["id"], key)
+        world = [img.affine @ [*case[key], 1] for key in ("centroid_right", "centroid_left")]
+        assert world[0][0] > world[1][0]  # the right centroid lies to the subject's right
+    meta = json.loads((small_cohort / "cohort.json").read_text())
+    assert meta["n_patients"] == 24 and meta["seed"] == 5 and meta["synthetic"] is True
+    assert meta["split_sizes"] == {"training": 17, "validation": 4, "test": 3}
+    assert {"is_pd", "visibility_right", "visibility_left"} <= set(meta["patients"][0])
+
+
+def test_split_of_the_default_cohort_matches_the_paper():
+    assert cohort._split_sizes(367, cohort.DEFAULT_SPLIT) == (257, 55, 55)
+
+
+def test_generation_is_deterministic_by_seed_whatever_the_worker_count(tmp_path):
+    kwargs = {"n_patients": 6, "progress": False}
+    runs = {
+        name: generate_cohort(tmp_path / name, seed=seed, num_workers=workers, **kwargs).parent
+        for name, seed, workers in (("a", 3, 1), ("b", 3, 2), ("c", 4, 1))
+    }
+    a, b, c = (_volumes(runs[k]) for k in "abc")
+    assert (runs["a"] / "datalist.json").read_bytes() == (runs["b"] / "datalist.json").read_bytes()
+    for name in a:  # byte-identical files, identical voxels
+        assert (runs["a"] / "smwi" / name).read_bytes() == (runs["b"] / "smwi" / name).read_bytes()
+        assert np.array_equal(a[name], b[name])
+    assert (runs["a"] / "datalist.json").read_text() != (runs["c"] / "datalist.json").read_text()
+    assert not any(np.array_equal(a[name], c[name]) for name in a)
+
+
+# 6./7. atomic writes and first-use generation -------------------------------------------------------------------------
+
+
+def _failing_on_third(monkeypatch):
+    calls = []
+    real = cohort._render_case
+
+    def render(task):
+        calls.append(task)
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        return real(task)
+
+    monkeypatch.setattr(cohort, "_render_case", render)
+
+
+def test_crash_midway_leaves_neither_output_nor_temp_dir(tmp_path, monkeypatch):
+    _failing_on_third(monkeypatch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        generate_cohort(tmp_path / "out", n_patients=6, num_workers=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_crash_while_replacing_keeps_the_old_cohort(tmp_path, monkeypatch):
+    out = generate_cohort(tmp_path / "out", n_patients=4, seed=1, num_workers=1, progress=False).parent
+    before = (out / "datalist.json").read_bytes()
+    _failing_on_third(monkeypatch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        generate_cohort(out, n_patients=6, seed=2, num_workers=1, progress=False, force=True)
+    assert (out / "datalist.json").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_existing_cohort_is_kept_or_replaced_only_with_force(tmp_path):
+    out = generate_cohort(tmp_path / "out", n_patients=4, seed=1, num_workers=1, progress=False).parent
+    mtime = (out / "datalist.json").stat().st_mtime_ns
+    generate_cohort(out, n_patients=4, seed=1, num_workers=1, progress=False)  # same parameters: kept
+    assert (out / "datalist.json").stat().st_mtime_ns == mtime
+    with pytest.raises(FileExistsError, match="use force"):
+        generate_cohort(out, n_patients=4, seed=2, num_workers=1, progress=False)
+    generate_cohort(out, n_patients=5, seed=2, num_workers=1, progress=False, force=True)
+    assert json.loads((out / "cohort.json").read_text())["n_patients"] == 5
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_ensure_demo_cohort_generates_only_when_parameters_change(tmp_path):
+    out = tmp_path / "demo"
+    datalist = ensure_demo_cohort(out, n_patients=4, seed=0)
+    assert datalist == out.absolute() / "datalist.json" and datalist.is_file()
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert ensure_demo_cohort(out, n_patients=4, seed=0) == datalist
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
+    ensure_demo_cohort(out, n_patients=4, seed=1)
+    assert json.loads((out / "cohort.json").read_text())["seed"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]
+
+
+def test_ensure_demo_cohort_refuses_to_overwrite_foreign_data(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a cohort")
+    with pytest.raises(FileExistsError, match="not a synthetic cohort"):
+        ensure_demo_cohort(tmp_path / "mine", n_patients=4)
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"]
