@@ -12,7 +12,10 @@ from ignite.metrics import MeanAbsoluteError, Metric, MetricsLambda, RootMeanSqu
 from ignite.metrics.metric import reinit__is_reduced
 from scipy import stats
 
-__all__ = ["PearsonR", "all_gather_rows", "pearson_r", "sbr_metrics", "side_output"]
+ABNORMAL_SBR: dict[str, float] = {"right": 3.401, "left": 3.345}
+"""SBR below which a side is abnormal (positive) in the binary agreement of Table 4."""
+
+__all__ = ["ABNORMAL_SBR", "PearsonR", "all_gather_rows", "pearson_r", "sbr_metrics", "side_output"]
 
 
 def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:

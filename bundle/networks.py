@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["VGGRegressor3D", "SymmetricRegressor", "PATCH_SIZE"]
@@ -16,17 +17,13 @@ PATCH_SIZE: tuple[int, int, int] = (50, 50, 20)
 DropoutPosition = Literal["head", "all"]
 
 
-def _vgg_block(in_channels: int, out_channels: int, convs: int, dropout: float) -> nn.Sequential:
-    """``convs`` x (3x3x3 conv, zero padding 1, ReLU) followed by 2x2x2 max-pooling (and dropout if > 0)."""
+def _vgg_block(in_channels: int, out_channels: int, convs: int) -> nn.Sequential:
+    """``convs`` x (3x3x3 conv, zero padding 1, ReLU) followed by 2x2x2 max-pooling."""
     layers: list[nn.Module] = []
     for i in range(convs):
-        layers += [
-            nn.Conv3d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1),
-            nn.ReLU(inplace=True),
-        ]
+        conv = nn.Conv3d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1)
+        layers += [conv, nn.ReLU(inplace=True)]
     layers.append(nn.MaxPool3d(2))
-    if dropout > 0:
-        layers.append(nn.Dropout3d(dropout))
     return nn.Sequential(*layers)
 
 
@@ -76,13 +73,12 @@ class VGGRegressor3D(nn.Module):
         self.channels = tuple(channels)
         self.patch_size = tuple(int(s) for s in patch_size)
         self.dropout_position = dropout_position
-        block_dropout = dropout if dropout_position == "all" else 0.0
+        self.dropout = float(dropout)
+        self.block_dropout = float(dropout) if dropout_position == "all" else 0.0
         in_ch = [in_channels, *channels[:-1]]
-        self.features = nn.Sequential(
-            *(_vgg_block(i, o, convs_per_block, block_dropout) for i, o in zip(in_ch, channels, strict=True))
-        )
+        self.blocks = nn.ModuleList(_vgg_block(i, o, convs_per_block) for i, o in zip(in_ch, channels, strict=True))
         self.num_features = channels[-1] * spatial[0] * spatial[1] * spatial[2]
-        self.head = nn.Sequential(nn.Flatten(1), nn.Dropout(dropout), nn.Linear(self.num_features, 1))
+        self.fc = nn.Linear(self.num_features, 1)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -96,14 +92,57 @@ class VGGRegressor3D(nn.Module):
                 nn.init.normal_(module.weight, 0.0, 0.01)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, C, *patch_size] -> [B, 1] normalised SBR.
+    def features(self, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        """Flattened convolutional features [B, num_features], in PyTorch's (C, D1, D2, D3) order.
 
-        The linear head always runs in float32, also under autocast: bf16 would quantise the output to ~0.4 %.
+        Block dropout (``dropout_position="all"``) is active in training mode or when ``sample`` is true.
         """
-        features = self.features(x)
+        for block in self.blocks:
+            x = block(x)
+            if self.block_dropout > 0:
+                x = F.dropout3d(x, self.block_dropout, self.training or sample)
+        return torch.flatten(x, 1)
+
+    def head(self, features: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        """Dropout (active in training mode or when ``sample``) and the linear layer, always in float32:
+        bf16 autocast would quantise the normalised SBR to ~0.4 %."""
+        return self._linear(F.dropout(features.float(), self.dropout, self.training or sample))
+
+    def _linear(self, features: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self.fc(features.float())
         with torch.autocast(device_type=features.device.type, enabled=False):
-            return self.head(features.float())
+            return self.fc(features.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, *patch_size] -> [B, 1] normalised SBR (dropout only in training mode)."""
+        return self.head(self.features(x))
+
+    @torch.jit.export
+    def mc_forward(self, x: torch.Tensor, n_samples: int, chunk_size: int = 16) -> torch.Tensor:
+        """``n_samples`` Monte-Carlo-dropout predictions [n_samples, B] with dropout on, whatever the mode.
+
+        Head-only dropout: the convolutional features are computed once and only the head is resampled; the
+        masks are drawn in the same order as ``n_samples`` separate forward passes would draw them, so the
+        samples equal those of the naive loop under the same RNG state. Dropout in the blocks: the input is
+        replicated ``chunk_size`` times per batched pass (memory-bounded chunks of samples).
+        """
+        if n_samples < 1:
+            raise ValueError("n_samples must be >= 1")
+        batch = x.shape[0]
+        samples: list[torch.Tensor] = []
+        if self.block_dropout == 0.0:
+            features = self.features(x).float()
+            for _ in range(n_samples):
+                samples.append(F.dropout(features, self.dropout, True))
+            return self._linear(torch.stack(samples)).reshape(n_samples, batch)  # [n, B, F] -> [n, B]
+        start = 0
+        while start < n_samples:
+            k = min(chunk_size, n_samples - start)
+            replicated = x.repeat(k, 1, 1, 1, 1)  # sample-major: [k * B, C, ...]
+            samples.append(self.head(self.features(replicated, True), True).reshape(k, batch))
+            start += k
+        return torch.cat(samples)
 
 
 class SymmetricRegressor(nn.Module):
@@ -135,3 +174,16 @@ class SymmetricRegressor(nn.Module):
             with torch.autocast(device_type=flat.device.type, dtype=self.autocast_dtype):
                 out = self.regressor(flat)
         return out.float().reshape(batch, 2)
+
+    def mc_forward(self, pair: torch.Tensor, n_samples: int, chunk_size: int = 16) -> torch.Tensor:
+        """Monte-Carlo-dropout samples [B, n_samples, 2] of the pair (see ``VGGRegressor3D.mc_forward``)."""
+        if pair.ndim < 3 or pair.shape[1] != 2:
+            raise ValueError(f"expected a patch pair [B, 2, *spatial] (right, left), got shape {tuple(pair.shape)}.")
+        batch = pair.shape[0]
+        flat = pair.reshape(batch * 2, 1, *pair.shape[2:])
+        if self.autocast_dtype is None:
+            out = self.regressor.mc_forward(flat, n_samples, chunk_size)
+        else:
+            with torch.autocast(device_type=flat.device.type, dtype=self.autocast_dtype):
+                out = self.regressor.mc_forward(flat, n_samples, chunk_size)
+        return out.float().reshape(n_samples, batch, 2).permute(1, 0, 2)

@@ -23,7 +23,7 @@ def test_table1_feature_map_sizes():
     net = VGGRegressor3D()
     x = torch.zeros(1, 1, 50, 50, 20)
     sizes = []
-    for block in net.features:
+    for block in net.blocks:
         x = block(x)
         sizes.append(tuple(x.shape[1:]))
     assert sizes == [(64, 25, 25, 10), (128, 12, 12, 5), (256, 6, 6, 2), (512, 3, 3, 1)]
@@ -44,15 +44,18 @@ def test_full_network_backpropagates_to_every_parameter():
 def test_width_and_depth_presets(channels, features):
     net = VGGRegressor3D(channels=channels).eval()
     assert net.num_features == features
-    assert len(net.features) == len(channels)
+    assert len(net.blocks) == len(channels)
     assert net(torch.randn(3, 1, 50, 50, 20)).shape == (3, 1)
 
 
 def test_flatten_follows_pytorch_c_d1_d2_d3_order():
     net = VGGRegressor3D(channels=(2, 2, 2, 2), dropout=0.0).eval()
     x = torch.randn(1, 1, 50, 50, 20)
-    feats = net.features(x)  # [1, 2, 3, 3, 1]
-    linear = net.head[-1]
+    feats = x
+    for block in net.blocks:
+        feats = block(feats)  # ends as [1, 2, 3, 3, 1]
+    assert torch.equal(net.features(x), feats.reshape(1, -1))
+    linear = net.fc
     with torch.no_grad():
         linear.bias.zero_()
         for c, d1, d2, d3 in [(1, 2, 0, 0), (0, 1, 2, 0)]:
@@ -72,11 +75,38 @@ def test_dropout_is_stochastic_in_train_mode_only():
 
 
 def test_dropout_position():
-    head = VGGRegressor3D(channels=(4, 4), dropout=0.3)
-    everywhere = VGGRegressor3D(channels=(4, 4), dropout=0.3, dropout_position="all")
-    assert not any(isinstance(m, torch.nn.Dropout3d) for m in head.features.modules())
-    assert sum(isinstance(m, torch.nn.Dropout3d) for m in everywhere.features.modules()) == 2
-    assert any(isinstance(m, torch.nn.Dropout) for m in head.head)
+    x = torch.randn(1, 1, 50, 50, 20)
+    head = VGGRegressor3D(channels=(4, 4), dropout=0.3).train()
+    everywhere = VGGRegressor3D(channels=(4, 4), dropout=0.3, dropout_position="all").train()
+    assert torch.equal(head.features(x), head.features(x))  # no dropout in the blocks
+    assert not torch.equal(everywhere.features(x), everywhere.features(x))
+    everywhere.eval()
+    assert torch.equal(everywhere.features(x), everywhere.features(x))
+    assert not torch.equal(everywhere.features(x, sample=True), everywhere.features(x, sample=True))
+
+
+def test_fast_mc_draws_the_samples_of_naive_passes():
+    """Head-only dropout: features once + n head draws == n full passes with dropout on, same RNG seed."""
+    net = VGGRegressor3D(channels=(4, 4, 4, 4), dropout=0.3)
+    x = torch.randn(3, 1, 50, 50, 20)
+    torch.manual_seed(7)
+    fast = net.mc_forward(x, 20)
+    net.train()
+    torch.manual_seed(7)
+    naive = torch.stack([net(x)[:, 0] for _ in range(20)])
+    assert fast.shape == (20, 3)
+    assert torch.allclose(fast, naive, atol=1e-6)
+    assert fast.std(0).min() > 0
+
+
+def test_mc_with_block_dropout_is_chunked_and_stochastic():
+    net = VGGRegressor3D(channels=(4, 4, 4, 4), dropout=0.3, dropout_position="all").eval()
+    x = torch.randn(2, 1, 50, 50, 20)
+    samples = net.mc_forward(x, 7, chunk_size=3)
+    assert samples.shape == (7, 2) and samples.std(0).min() > 0
+    no_dropout = VGGRegressor3D(channels=(4, 4, 4, 4), dropout=0.0, dropout_position="all").eval()
+    det = no_dropout(x)[:, 0]
+    assert torch.allclose(no_dropout.mc_forward(x, 5, chunk_size=2), det.expand(5, 2), atol=1e-6)
 
 
 @pytest.mark.parametrize(

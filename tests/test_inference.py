@@ -1,0 +1,163 @@
+"""Inference, calibration and TorchScript export through the bundle configs (DESIGN.md output files)."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, bundle_env
+from ignite.engine import Engine
+from monai.bundle import run
+
+from bundle.inference import GAUSSIAN_95, IntervalSettings, PredictionWriter, load_network
+from bundle.networks import VGGRegressor3D
+
+TINY = "[4,4,4,4]"
+COLUMNS = (
+    "id,sbr_right,sbr_left,sigma_right,sigma_left,sigma_sym,low_right,high_right,low_left,high_left,"
+    "abnormal_right,abnormal_left"
+).split(",")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_cohort):
+    """A tiny model trained for 2 epochs on the tiny cohort with the real training command."""
+    out = tmp_path_factory.mktemp("trained")
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.json",
+        "--num_epochs", "2", "--network_def#channels", TINY, "--output_dir", str(out / "train"),
+        "--ckpt_path", str(out / "model.pt"), "--dataset_dir", str(tiny_cohort), "--learning_rate", "0.001",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def run_config(workflow: str, config: str, tiny_cohort, **overrides):
+    run(
+        workflow, config_file=str(REPO / "configs" / config), meta_file=str(REPO / "configs" / "metadata.json"),
+        logging_file=str(REPO / "configs" / "logging.conf"), bundle_root=str(REPO), dataset_dir=str(tiny_cohort),
+        **{"network_def#channels": [4, 4, 4, 4], "mc_samples": 20, "reports": False, **overrides},
+    )  # fmt: skip
+
+
+def read_rows(path) -> list[dict]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_inference_writes_the_design_files(trained, tiny_cohort, tmp_path):
+    out = tmp_path / "inf"
+    run_config("inference", "inference.json", tiny_cohort, ckpt_path=str(trained / "model.pt"), output_dir=str(out),
+               reports=True)  # fmt: skip
+    rows = read_rows(out / "predictions.csv")
+    test_ids = [c["id"] for c in json.loads((tiny_cohort / "datalist.json").read_text())["test"]]
+    assert [r["id"] for r in rows] == test_ids
+    assert list(rows[0]) == COLUMNS
+    for r in rows:
+        low, mid, high = float(r["low_right"]), float(r["sbr_right"]), float(r["high_right"])
+        assert low <= mid <= high and float(r["sigma_right"]) >= 0
+        assert r["abnormal_right"] == str(int(mid < 3.401))
+    assert read_rows(out / "errors.csv") == []
+    patient = json.loads((out / "patients" / f"{test_ids[0]}.json").read_text())
+    assert patient["mc_samples"] == 20 and patient["true_sbr_right"] is not None
+    assert "uncalibrated" in patient["intervals"]["description"]
+    assert (out / "patients" / f"{test_ids[0]}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_seed_same_intervals_and_deterministic_mode(trained, tiny_cohort, tmp_path):
+    ckpt = str(trained / "model.pt")
+    for name in ("a", "b"):
+        run_config("inference", "inference.json", tiny_cohort, ckpt_path=ckpt, output_dir=str(tmp_path / name))
+    assert (tmp_path / "a" / "predictions.csv").read_text() == (tmp_path / "b" / "predictions.csv").read_text()
+    run_config("inference", "inference.json", tiny_cohort, ckpt_path=ckpt, output_dir=str(tmp_path / "d"),
+               mc_samples=0)  # fmt: skip
+    rows = read_rows(tmp_path / "d" / "predictions.csv")
+    assert all(r["sigma_right"] == "" and r["low_left"] == "" and r["sbr_right"] != "" for r in rows)
+    # deterministic prediction equals the network in eval mode
+    net = load_network(VGGRegressor3D(channels=(4, 4, 4, 4)), ckpt, "cpu")
+    assert net.training is False
+
+
+def test_calibration_then_inference_uses_it(trained, tiny_cohort, tmp_path):
+    ckpt = trained / "calibrated" / "model.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes((trained / "model.pt").read_bytes())
+    # the tiny cohort has 2 validation cases: calibrate on its 11 training cases for an 80 % target instead
+    run_config("calibrate", "calibrate.json", tiny_cohort, ckpt_path=str(ckpt), section="training", coverage=0.8)
+    calibration = json.loads((ckpt.parent / "calibration.json").read_text())
+    assert set(calibration) >= {"gamma_r", "gamma_l", "scale", "coverage", "modes"}
+    assert 0 <= calibration["gamma_r"] <= 1 and calibration["coverage"] == 0.8
+    assert calibration["modes"]["symmetric"]["validation_coverage_r"] >= 0.8
+    assert calibration["modes"]["mc"]["gamma_r"] == 0.0
+    out = tmp_path / "inf"
+    run_config("inference", "inference.json", tiny_cohort, ckpt_path=str(ckpt), output_dir=str(out))
+    patient = next((out / "patients").glob("*.json"))
+    intervals = json.loads(patient.read_text())["intervals"]
+    assert "calibrated to 80% coverage" in intervals["description"]
+    assert intervals["scale_r"] == pytest.approx(calibration["scale"]["right"])
+
+
+def test_prediction_writer_by_hand(tmp_path):
+    """Fixed MC samples of one patient -> intervals of eq. 10 (Algorithm 1) times the scale, in SBR units."""
+    samples = torch.tensor([[[0.40, 0.30], [0.50, 0.30], [0.40, 0.50], [0.30, 0.50]]])  # [B=1, n=4, 2]
+    engine = Engine(lambda e, batch: {"pred": samples})
+    settings = IntervalSettings(0.5, 0.2, 2.0, 1.0, "test")
+    writer = PredictionWriter(tmp_path, settings, errors=[{"id": "X", "error": "X: bad"}])
+    writer.attach(engine)
+    engine.run([{"id": ["P1"], "image": torch.zeros(1, 2, 4, 4, 4)}], max_epochs=1)
+    row = read_rows(tmp_path / "predictions.csv")[0]
+    sigma_sym_r = np.sqrt(0.005) + 0.5 * 0.15  # sigma_r + gamma_r sigma_sym (normalised)
+    sigma_sym_l = 0.1 + 0.2 * 0.15
+    assert float(row["sbr_right"]) == pytest.approx(0.4 * 6.84, abs=1e-4)
+    assert float(row["sigma_sym"]) == pytest.approx(0.15 * 6.84, abs=1e-5)
+    assert float(row["high_right"]) == pytest.approx((0.4 + 2.0 * sigma_sym_r) * 6.84, abs=1e-4)
+    assert float(row["low_left"]) == pytest.approx((0.4 - 1.0 * sigma_sym_l) * 6.84, abs=1e-4)
+    assert row["abnormal_right"] == "1" and row["abnormal_left"] == "1"  # 2.736 < 3.401, 3.345
+    assert read_rows(tmp_path / "errors.csv") == [{"id": "X", "error": "X: bad"}]
+    assert GAUSSIAN_95 == pytest.approx(1.96, abs=1e-3)
+
+
+def test_torchscript_export_matches_the_checkpoint(trained, tiny_cohort, tmp_path):
+    ts = tmp_path / "model.ts"
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts),
+        "--ckpt_file", str(trained / "model.pt"), "--meta_file", "configs/metadata.json",
+        "--config_file", "configs/inference.json", "--network_def#channels", TINY,
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scripted = torch.jit.load(str(ts))
+    eager = load_network(VGGRegressor3D(channels=(4, 4, 4, 4)), trained / "model.pt", "cpu")
+    x = torch.rand(3, 1, 50, 50, 20) + 0.5
+    assert torch.allclose(scripted(x), eager(x), atol=1e-5)
+    torch.manual_seed(3)
+    mc_scripted = scripted.mc_forward(x, 10, 4)
+    torch.manual_seed(3)
+    assert torch.allclose(mc_scripted, eager.mc_forward(x, 10, 4), atol=1e-5)
+    # inference straight from model.ts gives the model.pt predictions
+    for name, ckpt in (("pt", trained / "model.pt"), ("ts", ts)):
+        run_config("inference", "inference.json", tiny_cohort, ckpt_path=str(ckpt), output_dir=str(tmp_path / name),
+                   amp=False)  # fmt: skip
+    pt_rows, ts_rows = read_rows(tmp_path / "pt" / "predictions.csv"), read_rows(tmp_path / "ts" / "predictions.csv")
+    for a, b in zip(pt_rows, ts_rows, strict=True):
+        assert float(a["sbr_left"]) == pytest.approx(float(b["sbr_left"]), abs=1e-4)
+        assert float(a["high_right"]) == pytest.approx(float(b["high_right"]), abs=1e-4)
+
+
+def test_a_bad_case_is_recorded_and_the_others_go_on(trained, tiny_cohort, tmp_path):
+    datalist = json.loads((tiny_cohort / "datalist.json").read_text())
+    broken = dict(datalist["test"][0], id="BROKEN", image="smwi/missing.nii.gz")
+    datalist["test"] = [broken, *datalist["test"]]
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps(datalist))
+    out = tmp_path / "inf"
+    run_config("inference", "inference.json", tiny_cohort, ckpt_path=str(trained / "model.pt"), output_dir=str(out),
+               datalist=str(path))  # fmt: skip
+    errors = read_rows(out / "errors.csv")
+    assert [e["id"] for e in errors] == ["BROKEN"] and errors[0]["error"].startswith("BROKEN: ")
+    assert "\n" not in errors[0]["error"]
+    assert len(read_rows(out / "predictions.csv")) == len(datalist["test"]) - 1
