@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,8 @@ class VGGRegressor3D(nn.Module):
             raise ValueError(f"{len(channels)} pooling blocks are too many for a patch of size {tuple(patch_size)}.")
 
         self.channels = tuple(channels)
+        self.in_channels = int(in_channels)
+        self.convs_per_block = int(convs_per_block)
         self.patch_size = tuple(int(s) for s in patch_size)
         self.dropout_position = dropout_position
         self.dropout = float(dropout)
@@ -80,6 +82,14 @@ class VGGRegressor3D(nn.Module):
         self.num_features = channels[-1] * spatial[0] * spatial[1] * spatial[2]
         self.fc = nn.Linear(self.num_features, 1)
         self.reset_parameters()
+
+    @torch.jit.unused
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, e.g. to record in a checkpoint what the weights belong to."""
+        return {
+            "channels": list(self.channels), "in_channels": self.in_channels, "patch_size": list(self.patch_size),
+            "convs_per_block": self.convs_per_block, "dropout": self.dropout, "dropout_position": self.dropout_position,
+        }  # fmt: skip
 
     def reset_parameters(self) -> None:
         """He (fan-out) initialisation of the convolutions, as torchvision's VGG: without batch norm, PyTorch's

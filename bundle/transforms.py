@@ -52,6 +52,7 @@ __all__ = [
     "error_message",
     "SIDES",
     "TARGET_SPACING",
+    "MAT_SBR_MAX",
 ]
 
 SIDES: tuple[str, str] = ("right", "left")
@@ -283,33 +284,32 @@ class ExtractNigralPatchesd(MapTransform):
             anchor = self.center.copy()  # where the centroid goes in the (not yet mirrored) patch
             if mirror:
                 anchor[LR_AXIS] = self.size[LR_AXIS] - 1 - self.center[LR_AXIS]
-            if resample:
-                dst = np.eye(4)
-                dst[:3, :3] = affine[:3, :3] / spacing * self.target_spacing
-                dst[:3, 3] = world - dst[:3, :3] @ anchor
-                outside = self._outside_fraction(to_index @ dst, shape)
-                patch = self.resampler(image, dst_affine=torch.as_tensor(dst), spatial_size=self.size.tolist())
-                patch = patch.to(torch.float32)
-            else:
+            if resample:  # a target-spacing grid along the image's axes, voxel `anchor` exactly on the centroid
+                grid = np.eye(4)
+                grid[:3, :3] = affine[:3, :3] / spacing * self.target_spacing
+                grid[:3, 3] = world - grid[:3, :3] @ anchor
+            else:  # the native grid, shifted by whole voxels to the rounded centroid
                 start = np.rint((to_index @ np.append(world, 1.0))[:3]).astype(int) - anchor
-                shift = np.eye(4)
-                shift[:3, 3] = start
-                outside = self._outside_fraction(shift, shape)
-                patch = None
+                grid = affine.copy()
+                grid[:3, 3] = (affine @ np.append(start, 1.0))[:3]
+            outside = self._outside_fraction(to_index @ grid, shape)
             if outside > self.max_outside:
                 raise ValueError(
                     f"{case}: {ckey}: {outside:.0%} of the {side} patch lies outside the volume "
                     f"(more than {self.max_outside:.0%}); check the centroid"
                 )
             if outside > 0:
-                padded.append(f"{ckey}: {outside:.0%} of the {side} patch")
-            if patch is None:
+                padded.append(f"{ckey}: {outside:.0%} of the {side} patch outside the volume, zero-padded")
+            if resample:
+                patch = self.resampler(image, dst_affine=torch.as_tensor(grid), spatial_size=self.size.tolist())
+                patch = patch.to(torch.float32)
+            else:
                 patch = self._crop(image, start)
             patch = self.flip(patch) if mirror else patch
             _check_patch(case, key, f"the {side} patch", patch, self.core)
             d[okey] = patch
         if padded:
-            logger.warning("%s: %s outside the volume, zero-padded", case, "; ".join(padded))
+            logger.warning("%s: %s", case, "; ".join(padded))
         return d
 
     @staticmethod

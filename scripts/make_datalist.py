@@ -107,12 +107,14 @@ def read_rows(csv_path: Path, images: Path, labelled: bool) -> tuple[list[dict[s
         case["centroid_space"] = row["space"].lower()
         for key in SBR_KEYS:
             text = row.get(key, "")
-            if text or labelled:
-                value = _number(text)
-                problem = sbr_problem(value if value is not None or not text else text)
-                if problem:
-                    row_problems.append(f"{case_id}: {key}: {problem if text else 'missing'}")
-                case[key] = value
+            if not text:
+                if labelled:
+                    row_problems.append(f"{case_id}: {key}: {sbr_problem(None)}")
+                continue
+            value = _number(text)
+            if problem := sbr_problem(text if value is None else value):
+                row_problems.append(f"{case_id}: {key}: {problem}")
+            case[key] = value
         fold = row.get("fold", "")
         if fold:
             if fold.lower() == "test":

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -70,7 +69,7 @@ def write_dicom_series(folder: Path, volume: np.ndarray, affine: np.ndarray, see
     patient = RAS_TO_LPS @ lps_affine  # index -> LPS mm
     spacing = np.linalg.norm(lps_affine[:3, :3], axis=0)
     iop = np.concatenate([patient[:3, 0] / spacing[0], patient[:3, 1] / spacing[1]])
-    uids = {"StudyInstanceUID": generate_uid(), "SeriesInstanceUID": generate_uid(), "FrameOfReferenceUID": generate_uid()}
+    uids = {key: generate_uid() for key in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")}
     for k in rng.permutation(volume.shape[2]):
         sop = generate_uid()
         meta = FileMetaDataset()

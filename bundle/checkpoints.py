@@ -1,0 +1,273 @@
+"""Reliable training state: self-describing model weights, full-state checkpoints, exact resume, guards.
+
+- :class:`ModelRecord` makes ``model.pt`` a plain state dict that also records the bundle version and the
+  network configuration (in the state dict's ``_metadata``, which ``torch.load(weights_only=True)`` keeps).
+- :class:`TrainingState` adds RNG states (torch, numpy, python, every random transform) and the best-model
+  bookkeeping to a full-state checkpoint, as tensors and plain numbers only (``weights_only``-loadable).
+- :class:`EpochSampler` shuffles with a per-epoch seed and can skip the already trained part of an epoch, so
+  that resuming from a mid-epoch checkpoint replays exactly the remaining batches.
+- :func:`resume_training` loads the latest checkpoint; :class:`NonFiniteLossGuard` stops on NaN/Inf;
+  :func:`check_output_dir` reports unwritable folders or too little disk before the first epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+from monai.handlers import CheckpointSaver
+from monai.transforms import Randomizable
+from torch import nn
+from torch.utils.data.distributed import DistributedSampler
+
+import bundle
+
+__all__ = [
+    "AtomicCheckpointSaver",
+    "ModelRecord",
+    "read_model_info",
+    "TrainingState",
+    "EpochSampler",
+    "latest_checkpoint",
+    "resume_training",
+    "NonFiniteLossGuard",
+    "check_output_dir",
+]
+
+logger = logging.getLogger(__name__)
+INFO_KEY = "bundle"
+
+
+class ModelRecord:
+    """``state_dict``/``load_state_dict`` of ``network`` whose state dict also records the bundle version and the
+    network configuration (``network.config()`` if it has one), so a checkpoint tells what it was trained as."""
+
+    def __init__(self, network: nn.Module) -> None:
+        self.network = network
+
+    def info(self) -> dict[str, Any]:
+        module = getattr(self.network, "module", self.network)
+        config = module.config() if hasattr(module, "config") else {"class": type(module).__name__}
+        return {"bundle_version": bundle.__version__, "network": config}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = self.network.state_dict()
+        metadata = getattr(state, "_metadata", None)
+        if metadata is not None:
+            metadata.setdefault("", {})[INFO_KEY] = self.info()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.network.load_state_dict(state)
+
+
+def read_model_info(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The record written by :class:`ModelRecord` from a loaded state dict, or None for a plain one."""
+    metadata = getattr(state, "_metadata", None) or {}
+    return metadata.get("", {}).get(INFO_KEY)
+
+
+def _numpy_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+            "cached": cached}  # fmt: skip
+
+
+def _set_numpy_state(state: Mapping[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["name"], keys, int(state["pos"]), int(state["has_gauss"]), float(state["cached"])))
+
+
+def _random_transforms(obj: Any, found: list[Randomizable] | None = None) -> list[Randomizable]:
+    """Every Randomizable reachable from ``obj`` (a Compose, its transforms and the array transforms wrapped by
+    dictionary transforms, each with its own random state), in a fixed order, each once."""
+    found = [] if found is None else found
+    if isinstance(obj, (list, tuple)):
+        for item in obj:
+            _random_transforms(item, found)
+        return found
+    if not hasattr(obj, "__dict__") or any(obj is f for f in found):
+        return found
+    if isinstance(obj, Randomizable):
+        found.append(obj)
+    for key, value in vars(obj).items():
+        if key != "R" and (isinstance(value, (list, tuple)) or hasattr(value, "set_random_state")):
+            _random_transforms(value, found)
+    return found
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's CheckpointSaver, but every file is written to a temporary file and renamed (MONAI's own writes
+    in place, so a crash during a save would leave a truncated ``model.pt`` or checkpoint). Same arguments."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint"):
+            checkpoint = getattr(self, name, None)
+            if checkpoint is not None:
+                checkpoint.save_handler._atomic = True
+
+
+class TrainingState:
+    """Everything beyond model, optimizer and trainer that an exact resume needs.
+
+    RNG states of torch (dropout), numpy, python and of each random transform of ``transform``, and the
+    validation bookkeeping: the evaluator's best metric/epoch and the best-model saver's record, so a resumed
+    run does not overwrite a better ``model.pt``.
+    """
+
+    def __init__(self, transform: Any = None, evaluator: Engine | None = None, best_saver: Any = None) -> None:
+        self.transforms = _random_transforms(transform) if transform is not None else []
+        self.evaluator = evaluator
+        self.best_checkpoint: Checkpoint | None = getattr(best_saver, "_key_metric_checkpoint", None)
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": _numpy_state(),
+            "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+            "transforms": [],
+        }
+        for t in self.transforms:
+            _, keys, pos, has_gauss, cached = t.R.get_state()
+            state["transforms"].append([torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached])
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        if self.evaluator is not None:
+            state["best_metric"] = float(getattr(self.evaluator.state, "best_metric", -1))
+            state["best_metric_epoch"] = int(getattr(self.evaluator.state, "best_metric_epoch", -1))
+        if self.best_checkpoint is not None:
+            state["best_saved"] = [[float(item.priority), item.filename] for item in self.best_checkpoint._saved]
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        _set_numpy_state(state["numpy"])
+        python = list(state["python"])
+        random.setstate((python[-2], tuple(int(v) for v in python[:-2]), python[-1]))
+        if len(state["transforms"]) != len(self.transforms):
+            raise ValueError("checkpoint was written with a different training pipeline (random transforms differ)")
+        for t, (keys, pos, has_gauss, cached) in zip(self.transforms, state["transforms"], strict=True):
+            t.R.set_state(("MT19937", keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        if self.evaluator is not None and "best_metric" in state:
+            self.evaluator.state.best_metric = state["best_metric"]
+            self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
+        if self.best_checkpoint is not None and "best_saved" in state:
+            self.best_checkpoint._saved = [Checkpoint.Item(p, f) for p, f in state["best_saved"]]
+
+
+class EpochSampler(DistributedSampler):
+    """Single-process shuffling with a per-epoch seed (``seed + epoch``, reproducible whatever happened before)
+    and :meth:`skip` to drop the first samples of the next epoch once — the part trained before an interruption.
+
+    A one-replica ``DistributedSampler``, so MONAI's engines call ``set_epoch`` at every epoch start.
+    """
+
+    def __init__(self, data_source: Sequence[Any], seed: int = 0, shuffle: bool = True) -> None:
+        super().__init__(data_source, num_replicas=1, rank=0, shuffle=shuffle, seed=int(seed))  # type: ignore[arg-type]
+        self._skip = 0
+
+    def skip(self, n_samples: int) -> None:
+        self._skip = int(n_samples)
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(super().__iter__())
+        skip, self._skip = self._skip, 0
+        return iter(order[skip:])
+
+
+def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
+    """The most advanced full-state checkpoint (highest trainer iteration) in ``checkpoint_dir``."""
+    best: tuple[int, Path] | None = None
+    for path in Path(checkpoint_dir).glob("*.pt"):
+        try:
+            iteration = int(torch.load(path, map_location="cpu", weights_only=True)["trainer"]["iteration"])
+        except Exception as err:  # unreadable or foreign file: never resume from it
+            logger.warning("ignoring %s: not a readable training checkpoint (%s)", path, type(err).__name__)
+            continue
+        if best is None or iteration > best[0]:
+            best = (iteration, path)
+    return None if best is None else best[1]
+
+
+def resume_training(
+    checkpoint_dir: str | os.PathLike, to_load: Mapping[str, Any], trainer: Engine, sampler: Any = None
+) -> Path | None:
+    """Load the latest checkpoint of ``checkpoint_dir`` into ``to_load`` (model, optimizer, trainer, state)
+    and make ``sampler`` skip the part of the interrupted epoch that was already trained. Says from where.
+
+    Exact (bit-identical to an uninterrupted run on CPU) with :class:`EpochSampler` and ``num_workers=0``; with
+    another sampler (e.g. multi-GPU) a mid-epoch resume restarts the interrupted epoch's data order.
+    """
+    path = latest_checkpoint(checkpoint_dir)
+    if path is None:
+        logger.warning("resume requested but no checkpoint in %s: starting from scratch", checkpoint_dir)
+        return None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    max_epochs = trainer.state.max_epochs
+    Checkpoint.load_objects(to_load=dict(to_load), checkpoint=checkpoint)
+    trainer.state.max_epochs = max_epochs  # the configured num_epochs, which may extend the interrupted run
+    iteration, epoch_length = trainer.state.iteration, trainer.state.epoch_length
+    done_in_epoch = iteration % epoch_length if epoch_length else 0
+    if isinstance(sampler, EpochSampler) and done_in_epoch:
+        sampler.skip(done_in_epoch * trainer.data_loader.batch_size)
+    logger.info(
+        "resuming from %s: epoch %d, iteration %d (%d of %d iterations of the epoch done)",
+        path.name, iteration // epoch_length + (1 if done_in_epoch else 0), iteration, done_in_epoch, epoch_length,
+    )  # fmt: skip
+    return path
+
+
+class NonFiniteLossGuard:
+    """Stop training when the loss is NaN or infinite, naming epoch and iteration.
+
+    Attach it before the checkpoint savers: it raises on ITERATION_COMPLETED before they run, so the last good
+    checkpoint stays the latest one.
+    """
+
+    def __init__(self, output_transform=lambda output: output["loss"]) -> None:
+        self.output_transform = output_transform
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        loss = self.output_transform(engine.state.output)
+        value = float(loss.detach().float().mean()) if isinstance(loss, torch.Tensor) else float(loss)
+        if not np.isfinite(value):
+            raise FloatingPointError(
+                f"non-finite loss ({value}) at epoch {engine.state.epoch}, iteration {engine.state.iteration}: "
+                "training stopped; the last good checkpoint is kept (lower learning_rate or check the data)"
+            )
+
+
+def check_output_dir(path: str | os.PathLike, required_mb: float = 0.0) -> None:
+    """Fail early (before the first epoch) if ``path`` cannot be created/written or lacks ``required_mb`` of disk."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_test_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"output folder {folder} is not writable: {err.strerror or err}") from None
+    free_mb = shutil.disk_usage(folder).free / 2**20
+    if free_mb < required_mb:
+        raise OSError(f"only {free_mb:.0f} MB free in {folder}; checkpoints need about {required_mb:.0f} MB")
+
+
+def checkpoint_size_mb(network: nn.Module) -> float:
+    """Disk needed by the checkpoints of one run: model + Adam moments, two full-state files, plus model.pt."""
+    params_mb = sum(p.numel() * p.element_size() for p in network.parameters()) / 2**20
+    return params_mb * 3 * 2 + params_mb
