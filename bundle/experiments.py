@@ -70,12 +70,12 @@ class BundleRunner:
         if marker.exists():
             logger.info("skip %s: %s exists", workflow, marker)
             return 0.0
-        log = log or marker.with_suffix(".log")
+        log = log or marker.parent / f"{workflow}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         cmd = self.command(workflow, configs, overrides)
         env = dict(os.environ, **self.env)
         env["PYTHONPATH"] = os.pathsep.join([str(self.bundle_root), env.get("PYTHONPATH", "")])
-        logger.info("run %s -> %s", " ".join(cmd[3:6]), log)
+        logger.info("%s -> %s", workflow, log)
         start = time.perf_counter()
         with open(log, "w") as handle:
             handle.write(" ".join(cmd) + "\n")

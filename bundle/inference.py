@@ -72,7 +72,11 @@ def load_network(network: nn.Module, ckpt_path: str | os.PathLike, device: torch
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
             if keys
         )
-        raise ValueError(f"checkpoint {path} does not fit network_def ({details}); same network_def as training?")
+        from bundle.checkpoints import read_model_info
+
+        info = read_model_info(state)
+        hint = f"it was trained as {info['network']}" if info else "use the network_def of its training run"
+        raise ValueError(f"checkpoint {path} does not fit network_def ({details}); {hint}")
     network.load_state_dict(state)
     return network.to(device).eval()
 
@@ -195,7 +199,8 @@ class MCCollector:
         for i, case_id in enumerate(batch["id"]):
             self.ids.append(str(case_id))
             self.samples.append(pred[i])
-            self.truths.append(None if labels is None else labels[i].float().cpu().numpy())
+            truth = None if labels is None else labels[i].float().cpu().numpy()
+            self.truths.append(None if truth is None or not np.isfinite(truth).all() else truth)
             if self.keep_images:
                 self.images.append(batch["image"][i].float().cpu().numpy())
 

@@ -526,7 +526,9 @@ class SBRTargetd(MapTransform):
         keys: the right and left SBR keys, in that order.
         sbr_max: normalisation constant (paper: 6.84, the cohort's maximum SBR).
         label_key: output key.
-        allow_missing_keys: skip silently when both SBRs are absent (inference on unlabelled cases).
+        allow_missing_keys: accept cases where both SBRs are absent (inference on unlabelled cases).
+        fill_missing: label value for such cases (e.g. NaN, so labelled and unlabelled cases can share a batch);
+            None leaves the label out.
     """
 
     max_plausible_sbr = SBR_RANGE[1]
@@ -537,10 +539,12 @@ class SBRTargetd(MapTransform):
         sbr_max: float = 6.84,
         label_key: str = "label",
         allow_missing_keys: bool = False,
+        fill_missing: float | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 2:
             raise ValueError(f"SBRTargetd needs the right and left SBR keys, got {self.keys}.")
+        self.fill_missing = fill_missing
         if sbr_max <= 0:
             raise ValueError(f"sbr_max must be positive, got {sbr_max}.")
         self.sbr_max = float(sbr_max)
@@ -550,6 +554,8 @@ class SBRTargetd(MapTransform):
         d = dict(data)
         present = [k for k in self.keys if d.get(k) is not None]
         if not present and self.allow_missing_keys:
+            if self.fill_missing is not None:
+                d[self.label_key] = torch.full((2,), float(self.fill_missing), dtype=torch.float32)
             return d
         values = []
         for key in self.keys:

@@ -84,8 +84,13 @@ def mean_baseline_mae(train_cases: Sequence[dict[str, Any]], val_cases: Sequence
     """
     maes = []
     for key in ("sbr_right", "sbr_left"):
-        mean = float(np.mean([c[key] for c in train_cases]))
-        maes.append(float(np.mean([abs(c[key] - mean) for c in val_cases])))
+        train = [c[key] for c in train_cases if isinstance(c.get(key), (int, float))]
+        val = [c[key] for c in val_cases if isinstance(c.get(key), (int, float))]
+        if not train or not val:
+            logger.info("reference baseline skipped: SBR values are not in the datalist (e.g. only in .mat files)")
+            return float("nan")
+        mean = float(np.mean(train))
+        maes.append(float(np.mean([abs(v - mean) for v in val])))
     value = float(np.mean(maes))
     logger.info("reference: predicting the training mean gives validation MAE %.4f (SBR units)", value)
     return value

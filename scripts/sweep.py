@@ -95,13 +95,14 @@ def dependency_plot(records: Sequence[Mapping[str, Any]], key: str, chosen: floa
     x = np.array([r[key] for r in records], dtype=float)
     fig = Figure(figsize=(6.4, 4.8), dpi=120)
     other = "beta" if key == "alpha" else "alpha"
-    fig.text(0.5, 0.015, f"MAE (average of sides, SBR units) of the best-validation checkpoint vs {key}; "
-                         f"{other} = {records[0][other]:g}. Chosen on validation: {key} = {chosen:g}.",
-             ha="center", va="bottom", fontsize=8, wrap=True, color="0.2")  # fmt: skip
+    greek = {"alpha": "α", "beta": "β"}
+    fig.text(0.5, 0.015, f"MAE (mean of the sides, SBR units) of the best-validation checkpoint vs {greek[key]}; "
+                         f"{greek[other]} = {records[0][other]:g}.\nChosen on the validation split: "
+                         f"{greek[key]} = {chosen:g}.", ha="center", va="bottom", fontsize=8, color="0.2")  # fmt: skip
     ax = fig.add_axes((0.13, 0.2, 0.82, 0.7))
     ax.plot(x, [r["val_mae"] for r in records], "o-", label="validation (selects)")
     ax.plot(x, [r["test_mae"] for r in records], "s--", label="test")
-    ax.axvline(chosen, color="tab:red", ls=":", lw=1, label=f"chosen {key} = {chosen:g}")
+    ax.axvline(chosen, color="tab:red", ls=":", lw=1, label=f"chosen {greek[key]} = {chosen:g}")
     if log_x:
         ax.set_xscale("log")
     label = "α (margin, normalised SBR units)" if key == "alpha" else "β (weight of L_sym, log scale)"

@@ -149,8 +149,8 @@ def test_two_rank_training_matches_a_single_process(tmp_path, cohort):
 
     # side effects on rank 0 only: one TensorBoard writer, stats logging, progress bar, checkpoint
     assert len(list(out.glob("events.out.tfevents.*"))) == 1
-    assert "Metrics -- val_mae" in logs[0] and "L_reg" in logs[0] and "train_loss" in logs[0]
-    assert "Metrics --" not in logs[1] and "L_reg" not in logs[1] and "train_loss" not in logs[1]
+    assert "Metrics -- val_mae" in logs[0] and "L_reg" in logs[0] and "loss_reg" in logs[0]
+    assert "Metrics --" not in logs[1] and "L_reg" not in logs[1] and "loss_reg" not in logs[1]
     assert "Got new best metric of val_mae" in logs[1]  # the evaluator (ValidationHandler) did run on rank 1
 
 

@@ -148,10 +148,11 @@ def test_torchscript_export_matches_the_checkpoint(trained, tiny_cohort, tmp_pat
         assert float(a["high_right"]) == pytest.approx(float(b["high_right"]), abs=1e-4)
 
 
-def test_a_bad_case_is_recorded_and_the_others_go_on(trained, tiny_cohort, tmp_path):
+def test_a_bad_case_is_recorded_and_the_others_go_on_labelled_or_not(trained, tiny_cohort, tmp_path):
     datalist = json.loads((tiny_cohort / "datalist.json").read_text())
     broken = dict(datalist["test"][0], id="BROKEN", image="smwi/missing.nii.gz")
-    datalist["test"] = [broken, *datalist["test"]]
+    unlabelled = {k: v for k, v in datalist["test"][0].items() if not k.startswith("sbr_")} | {"id": "NOSBR"}
+    datalist["test"] = [broken, unlabelled, *datalist["test"]]  # labelled and unlabelled cases share a batch
     path = tmp_path / "datalist.json"
     path.write_text(json.dumps(datalist))
     out = tmp_path / "inf"
@@ -160,4 +161,7 @@ def test_a_bad_case_is_recorded_and_the_others_go_on(trained, tiny_cohort, tmp_p
     errors = read_rows(out / "errors.csv")
     assert [e["id"] for e in errors] == ["BROKEN"] and errors[0]["error"].startswith("BROKEN: ")
     assert "\n" not in errors[0]["error"]
-    assert len(read_rows(out / "predictions.csv")) == len(datalist["test"]) - 1
+    rows = read_rows(out / "predictions.csv")
+    assert [r["id"] for r in rows] == [c["id"] for c in datalist["test"][1:]]
+    assert float(rows[0]["sbr_right"]) == pytest.approx(float(rows[1]["sbr_right"]), abs=0.2)  # same image
+    assert json.loads((out / "patients" / "NOSBR.json").read_text())["true_sbr_right"] is None
