@@ -165,3 +165,13 @@ def test_a_bad_case_is_recorded_and_the_others_go_on_labelled_or_not(trained, ti
     assert [r["id"] for r in rows] == [c["id"] for c in datalist["test"][1:]]
     assert float(rows[0]["sbr_right"]) == pytest.approx(float(rows[1]["sbr_right"]), abs=0.2)  # same image
     assert json.loads((out / "patients" / "NOSBR.json").read_text())["true_sbr_right"] is None
+
+
+def test_bf16_amp_and_fp32_predictions_agree_within_1_percent(trained, tiny_cohort, tmp_path):
+    for name, amp in (("amp", True), ("fp32", False)):
+        run_config("inference", "inference.json", tiny_cohort, ckpt_path=str(trained / "model.pt"),
+                   output_dir=str(tmp_path / name), amp=amp, mc_samples=0)  # fmt: skip
+    rows = {name: read_rows(tmp_path / name / "predictions.csv") for name in ("amp", "fp32")}
+    for a, b in zip(rows["amp"], rows["fp32"], strict=True):
+        for side in ("right", "left"):
+            assert abs(float(a[f"sbr_{side}"]) - float(b[f"sbr_{side}"])) <= 0.01 * float(b[f"sbr_{side}"])

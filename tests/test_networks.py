@@ -147,3 +147,16 @@ def test_bf16_autocast_returns_float32_close_to_fp32():
     out = SymmetricRegressor(regressor, autocast_dtype=torch.bfloat16)(pair)
     assert out.dtype == torch.float32
     assert torch.allclose(out, ref, atol=2e-2 * ref.abs().max().item() + 1e-3)
+
+
+def test_table1_network_bf16_within_1_percent_of_fp32():
+    """The amp path (bf16 autocast + channels_last_3d) on the full-size network, on patch-like inputs."""
+    torch.manual_seed(0)
+    regressor = VGGRegressor3D().eval()
+    with torch.no_grad():
+        regressor.fc.bias.fill_(0.45)  # a typical normalised SBR, so the tolerance is relative to a real output
+    pair = torch.rand(2, 2, 50, 50, 20) * 0.4 + 0.8  # mean-normalised patches
+    with torch.no_grad():
+        ref = SymmetricRegressor(regressor)(pair)
+        fast = SymmetricRegressor(regressor.to(memory_format=torch.channels_last_3d), torch.bfloat16)(pair)
+    assert torch.all((fast - ref).abs() <= 0.01 * ref.abs())

@@ -1,0 +1,243 @@
+"""Speed and memory of the bundle: training/inference throughput (fp32 vs the ``amp`` path), symmetric MC latency
+(fast vs naive), peak RSS of a real inference run, and on CUDA model FLOPs / MFU and the paper protocol's wall time.
+
+Ratios are measured in one process, alternating the two variants after a warm-up, so that slow drifts of the
+machine affect both alike. Prints a table and writes JSON (``--json PATH``) with at least ``cpu_train_speedup``,
+``cpu_infer_speedup``, ``mc100_over_det`` and ``infer_peak_rss_mb``.
+
+Usage (from the repository root)::
+
+    python scripts/benchmark.py [--quick] [--json runs/benchmark.json] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bundle.losses import SymmetricRegressionLoss  # noqa: E402
+from bundle.networks import SymmetricRegressor, VGGRegressor3D  # noqa: E402
+from bundle.workflows import autocast_dtype, cuda_amp_dtype, prepare_network  # noqa: E402
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
+"""Dense bf16 tensor-core peaks (TFLOP/s) used for MFU; unknown GPUs report no MFU."""
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def paired_model(device: torch.device, amp: bool, channels=(64, 128, 256, 512)) -> SymmetricRegressor:
+    torch.manual_seed(0)
+    net = prepare_network(VGGRegressor3D(channels=channels), device, amp)
+    dtype = autocast_dtype(amp, device) if device.type == "cpu" else (cuda_amp_dtype() if amp else None)
+    return SymmetricRegressor(net, autocast_dtype=dtype)
+
+
+def alternate(variants: dict[str, Callable[[], None]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each variant, calls interleaved A, B, A, B, ... after one warm-up call each."""
+    for fn in variants.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def train_step_fn(model: SymmetricRegressor, pairs: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
+    optimizer = torch.optim.Adam(model.regressor.parameters(), lr=1e-4)
+    loss_fn = SymmetricRegressionLoss()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(pairs), target).backward()
+        optimizer.step()
+
+    model.train()
+    return step
+
+
+def bench_throughput(device: torch.device, pairs_per_batch: int, repeats: int) -> dict[str, float]:
+    pairs = torch.rand(pairs_per_batch, 2, 50, 50, 20, device=device) + 0.5
+    target = torch.rand(pairs_per_batch, 2, device=device)
+    plain, fast = paired_model(device, amp=False), paired_model(device, amp=True)
+    train = alternate({"fp32": train_step_fn(plain, pairs, target), "amp": train_step_fn(fast, pairs, target)},
+                      repeats, device)  # fmt: skip
+    plain.eval()
+    fast.eval()
+
+    def infer(model: SymmetricRegressor) -> Callable[[], None]:
+        def forward() -> None:
+            with torch.no_grad():
+                model(pairs)
+
+        return forward
+
+    infer_times = alternate({"fp32": infer(plain), "amp": infer(fast)}, repeats, device)
+    patches = 2 * pairs_per_batch
+    return {
+        "train_patches_per_s_fp32": patches / train["fp32"], "train_patches_per_s_amp": patches / train["amp"],
+        "infer_patches_per_s_fp32": patches / infer_times["fp32"],
+        "infer_patches_per_s_amp": patches / infer_times["amp"],
+        "train_speedup": train["fp32"] / train["amp"], "infer_speedup": infer_times["fp32"] / infer_times["amp"],
+    }  # fmt: skip
+
+
+def bench_mc(device: torch.device, n_samples: int, repeats: int, naive: bool) -> dict[str, float]:
+    """Latency of one patient pair: deterministic forward, fast symmetric MC (n samples) and n naive passes."""
+    model = paired_model(device, amp=True).eval()
+    pair = torch.rand(1, 2, 50, 50, 20, device=device) + 0.5
+
+    def deterministic() -> None:
+        with torch.no_grad():
+            model(pair)
+
+    def fast_mc() -> None:
+        with torch.no_grad():
+            model.mc_forward(pair, n_samples)
+
+    variants = {"det": deterministic, "fast": fast_mc}
+    if naive:
+
+        def naive_mc() -> None:
+            model.train()  # dropout on; no other layer behaves differently in training mode
+            with torch.no_grad():
+                for _ in range(n_samples):
+                    model(pair)
+            model.eval()
+
+        variants["naive"] = naive_mc
+    times = alternate(variants, repeats, device)
+    result = {"det_pair_ms": 1e3 * times["det"], "mc_fast_pair_ms": 1e3 * times["fast"],
+              f"mc{n_samples}_over_det": times["fast"] / times["det"]}  # fmt: skip
+    if naive:
+        result |= {"mc_naive_pair_ms": 1e3 * times["naive"], "mc_naive_over_fast": times["naive"] / times["fast"]}
+    return result
+
+
+def bench_inference_rss(n_patients: int, mc_samples: int) -> dict[str, float]:
+    """Peak resident memory of a real ``configs/inference.json`` run (Table-1 network, random weights)."""
+    from bundle.data.cohort import generate_cohort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cohort = generate_cohort(Path(tmp) / "cohort", n_patients=n_patients, seed=5, num_workers=1, progress=False)
+        ckpt = Path(tmp) / "model.pt"
+        torch.save(VGGRegressor3D().state_dict(), ckpt)
+        cmd = [
+            sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", "configs/inference.json",
+            "--dataset_dir", str(cohort.parent), "--ckpt_path", str(ckpt), "--output_dir", str(Path(tmp) / "out"),
+            "--mc_samples", str(mc_samples), "--reports", "false", "--section", "training",
+        ]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+        wall = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"infer_peak_rss_mb": peak_kb / 1024, "infer_run_s": wall, "infer_run_cases": n_patients}
+
+
+def bench_cuda_flops(device: torch.device, pairs_per_batch: int, repeats: int) -> dict[str, float | None]:
+    """Training FLOPs per patch (torch.utils.flop_counter), achieved TFLOP/s and MFU of the amp path."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = paired_model(device, amp=True)
+    pairs = torch.rand(pairs_per_batch, 2, 50, 50, 20, device=device) + 0.5
+    step = train_step_fn(model, pairs, torch.rand(pairs_per_batch, 2, device=device))
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    seconds = alternate({"amp": step}, repeats, device)["amp"]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    achieved = flops / seconds / 1e12
+    return {"train_gflop_per_patch": flops / (2 * pairs_per_batch) / 1e9, "train_tflops": achieved,
+            "mfu": achieved / peak if peak and device.type == "cuda" else None}  # fmt: skip
+
+
+def bench_protocol(device: torch.device) -> dict[str, float]:
+    """Wall time of the paper protocol (367 pairs, train.json's epochs) with the bundle's own training command."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [
+            sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.json",
+            "--output_dir", tmp, "--ckpt_path", str(Path(tmp) / "model.pt"), "--device", f"$torch.device('{device}')",
+        ]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+        return {"protocol_wall_s": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and samples (< 5 min on a 2-core CPU)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--protocol", action="store_true", help="CUDA: also time the full paper protocol")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    repeats = 3 if args.quick else 7
+    pairs_per_batch = 4 if args.quick else 8
+
+    results: dict[str, object] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick,
+        "network": "Table 1 (64-128-256-512)", "pairs_per_batch": pairs_per_batch,
+    }  # fmt: skip
+    print(f"benchmarking on {results['device']} ({results['threads']} threads), Table-1 network ...", flush=True)
+    throughput = bench_throughput(device, pairs_per_batch, repeats)
+    mc = bench_mc(device, 100, repeats, naive=True)
+    rss = bench_inference_rss(n_patients=8 if args.quick else 24, mc_samples=100)
+    results |= throughput | mc | rss
+    prefix = "cpu" if device.type == "cpu" else "cuda"
+    results[f"{prefix}_train_speedup"] = throughput["train_speedup"]
+    results[f"{prefix}_infer_speedup"] = throughput["infer_speedup"]
+    if device.type == "cuda":
+        results |= bench_cuda_flops(device, pairs_per_batch, repeats)
+        if args.protocol:
+            results |= bench_protocol(device)
+
+    rows = [
+        ("training patches/s, fp32", throughput["train_patches_per_s_fp32"]),
+        ("training patches/s, amp path", throughput["train_patches_per_s_amp"]),
+        ("training speed-up (amp / fp32)", throughput["train_speedup"]),
+        ("inference patches/s, fp32", throughput["infer_patches_per_s_fp32"]),
+        ("inference patches/s, amp path", throughput["infer_patches_per_s_amp"]),
+        ("inference speed-up (amp / fp32)", throughput["infer_speedup"]),
+        ("deterministic pair forward, ms", mc["det_pair_ms"]),
+        ("symmetric MC n=100 per pair (fast), ms", mc["mc_fast_pair_ms"]),
+        ("symmetric MC n=100 per pair (naive), ms", mc["mc_naive_pair_ms"]),
+        ("MC n=100 / deterministic", mc["mc100_over_det"]),
+        ("inference peak RSS, MB", rss["infer_peak_rss_mb"]),
+    ]
+    if device.type == "cuda":
+        rows += [("training GFLOP per patch", results["train_gflop_per_patch"]),
+                 ("training TFLOP/s", results["train_tflops"]), ("MFU", results["mfu"])]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {'n/a' if value is None else f'{value:10.2f}'}")
+    if args.json:
+        from bundle.io import write_json
+
+        write_json(args.json, results)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Predict the right and left striatal SBR of one patient with intervals (research use only).
+
+A thin wrapper over ``configs/inference.json``: it writes a one-case datalist, runs the bundle's inference
+workflow and prints the row of ``predictions.csv``. Extra ``--key value`` pairs are passed to the config as
+overrides (e.g. ``--network_def#channels "[16,32,64,128]"`` for a demo-width model).
+
+Usage (from the repository root)::
+
+    python scripts/predict.py --image subject.nii.gz --right 84 47 16 --left 31 50 16 [--space voxel|world]
+    python scripts/predict.py --mat case.mat
+    python scripts/predict.py --image dicom_folder/ --right 10.5 -18 -9 --left -11 -17.5 -9 --space world \\
+        --ckpt models/model.pt --mc-samples 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, str]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", help="NIfTI file or DICOM series folder of the SMWI volume")
+    source.add_argument("--mat", help=".mat file with right_patch / left_patch (original release layout)")
+    parser.add_argument("--right", nargs=3, type=float, metavar=("X", "Y", "Z"), help="right nigrosome-1 centroid")
+    parser.add_argument("--left", nargs=3, type=float, metavar=("X", "Y", "Z"), help="left nigrosome-1 centroid")
+    parser.add_argument("--space", choices=("voxel", "world"), default="voxel", help="centroid coordinates")
+    parser.add_argument("--id", default="patient", help="case id used in messages and outputs")
+    parser.add_argument("--ckpt", default=str(REPO / "models" / "model.pt"), help="model.pt or model.ts")
+    parser.add_argument("--mc-samples", type=int, default=100, help="0 gives a deterministic prediction")
+    parser.add_argument("--output-dir", help="keep the outputs (predictions.csv, patient JSON/PNG) here")
+    args, rest = parser.parse_known_args(argv)
+    if args.image and (args.right is None or args.left is None):
+        parser.error("--image needs --right and --left centroids")
+    if len(rest) % 2 or any(not k.startswith("--") for k in rest[::2]):
+        parser.error(f"extra arguments must be --key value pairs, got {rest}")
+    return args, {k[2:]: v for k, v in zip(rest[::2], rest[1::2], strict=True)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse_args(argv)
+    from monai.bundle import run
+
+    case: dict = {"id": args.id}
+    if args.image:
+        coords = [int(round(c)) for c in args.right + args.left] if args.space == "voxel" else args.right + args.left
+        case |= {"image": str(Path(args.image).resolve()), "centroid_space": args.space,
+                 "centroid_right": coords[:3], "centroid_left": coords[3:]}  # fmt: skip
+    else:
+        case["mat"] = str(Path(args.mat).resolve())
+    with tempfile.TemporaryDirectory() as tmp:
+        datalist = Path(tmp) / "datalist.json"
+        datalist.write_text(json.dumps({"test": [case]}))
+        out = Path(args.output_dir) if args.output_dir else Path(tmp) / "out"
+        run(
+            "inference", config_file=str(REPO / "configs" / "inference.json"),
+            meta_file=str(REPO / "configs" / "metadata.json"), logging_file=str(REPO / "configs" / "logging.conf"),
+            bundle_root=str(REPO), datalist=str(datalist), dataset_dir=tmp, section="test", output_dir=str(out),
+            ckpt_path=args.ckpt, mc_samples=args.mc_samples, **overrides,
+        )  # fmt: skip
+        errors = list(csv.DictReader((out / "errors.csv").open()))
+        if errors:
+            print(f"error: {errors[0]['error']}", file=sys.stderr)
+            return 1
+        row = next(csv.DictReader((out / "predictions.csv").open()))
+    print(f"{args.id} (research use only; not for clinical decisions)")
+    for side in ("right", "left"):
+        interval = f"  [{row[f'low_{side}']}, {row[f'high_{side}']}]" if row[f"low_{side}"] else ""
+        flag = "abnormal" if row[f"abnormal_{side}"] == "1" else "normal"
+        print(f"  {side:5s} SBR {float(row[f'sbr_{side}']):.2f}{interval}  ({flag})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
