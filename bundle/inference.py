@@ -28,6 +28,7 @@ __all__ = [
     "load_network",
     "PreparedCases",
     "SymmetricMCInferer",
+    "run_evaluator",
     "IntervalSettings",
     "load_interval_settings",
     "PredictionWriter",
@@ -130,6 +131,17 @@ class SymmetricMCInferer(Inferer):
         if self.n_samples == 0:
             return network(inputs).unsqueeze(1)
         return network.mc_forward(inputs, self.n_samples, self.chunk_size)
+
+
+def run_evaluator(evaluator: Engine, handlers: Sequence[Any] = ()) -> None:
+    """Run ``evaluator``; if no case could be prepared (so the engine does not even start), still let the
+    output handlers write their files (an empty ``predictions.csv`` and the ``errors.csv`` saying why)."""
+    evaluator.run()
+    if not evaluator.state.epoch_length:
+        for handler in handlers:
+            if isinstance(handler, MCCollector):
+                handler._reset(evaluator)
+                handler.completed(evaluator)
 
 
 class IntervalSettings:

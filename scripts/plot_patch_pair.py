@@ -48,7 +48,7 @@ def main() -> None:
     for ax, patch, title in zip(axes, pair, titles, strict=True):
         # axis 0 is left-right, axis 1 posterior-anterior: show anterior up, the patch's +x to the right
         image = ax.imshow(patch[:, :, centre[2]].T, origin="lower", cmap="gray", vmin=0.3, vmax=1.7)
-        ax.plot(centre[0], centre[1], "+", color="tab:red", markersize=12, mew=1.5)
+        ax.plot(centre[0], centre[1], "o", mfc="none", color="tab:red", markersize=16, mew=1.2)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("voxel (0.5 mm)")
     axes[0].set_ylabel("voxel (0.5 mm), anterior up")

@@ -15,6 +15,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import json
 import sys
@@ -42,7 +43,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
         parser.error("--image needs --right and --left centroids")
     if len(rest) % 2 or any(not k.startswith("--") for k in rest[::2]):
         parser.error(f"extra arguments must be --key value pairs, got {rest}")
-    return args, {k[2:]: v for k, v in zip(rest[::2], rest[1::2], strict=True)}
+    return args, {k[2:]: _literal(v) for k, v in zip(rest[::2], rest[1::2], strict=True)}
+
+
+def _literal(text: str) -> object:
+    """An override value as the bundle command line would read it: a Python literal if it is one, else text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -175,3 +175,20 @@ def test_bf16_amp_and_fp32_predictions_agree_within_1_percent(trained, tiny_coho
     for a, b in zip(rows["amp"], rows["fp32"], strict=True):
         for side in ("right", "left"):
             assert abs(float(a[f"sbr_{side}"]) - float(b[f"sbr_{side}"])) <= 0.01 * float(b[f"sbr_{side}"])
+
+
+def test_predict_script_prints_one_patient(trained, tiny_cohort, tmp_path):
+    case = json.loads((tiny_cohort / "datalist.json").read_text())["test"][0]
+    cmd = [
+        sys.executable, "scripts/predict.py", "--image", str(tiny_cohort / case["image"]),
+        "--right", *map(str, case["centroid_right"]), "--left", *map(str, case["centroid_left"]),
+        "--ckpt", str(trained / "model.pt"), "--mc-samples", "10", "--id", case["id"],
+        "--network_def#channels", TINY, "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = read_rows(tmp_path / "predictions.csv")[0]
+    assert f"right SBR {float(row['sbr_right']):.2f}  [{row['low_right']}, {row['high_right']}]" in result.stdout
+    missing = subprocess.run([*cmd[:3], str(tmp_path / "nope.nii.gz"), *cmd[4:]], cwd=REPO, env=bundle_env(),
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith(f"error: {case['id']}: ")
