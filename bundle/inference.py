@@ -334,7 +334,8 @@ class CalibrationWriter(MCCollector):
                 gamma = grid[int(np.argmax(aucs))]
                 half = sigma + gamma * base.sigma_sym
                 scale = conformal_scale(truth[:, col], mean, half, self.coverage)
-                covered = float(np.mean(np.abs(truth[:, col] - mean) <= scale * half)) if math.isfinite(scale) else 1.0
+                scores = np.abs(truth[:, col] - mean) / np.maximum(half, np.finfo(np.float64).tiny)
+                covered = float(np.mean(scores <= scale))  # via scores: scale * half can round below |error|
                 entry.update(
                     {f"gamma_{side}": gamma, f"scale_{side}": scale, f"auc_{side}": float(max(aucs)),
                      f"validation_coverage_{side}": covered,

@@ -129,9 +129,10 @@ def sharpness_cp_curve(
     truth, centre, sigma = (np.asarray(a, dtype=np.float64).ravel() for a in (truth, centre, sigma))
     if not len(truth) == len(centre) == len(sigma) or len(truth) == 0:
         raise ValueError("truth, centre and sigma must be non-empty and of equal length")
-    scores = np.abs(truth - centre) / np.maximum(sigma, np.finfo(np.float64).tiny)
-    ks = np.concatenate([[0.0], np.sort(scores)])
-    cps = np.array([coverage_probability(truth, centre, k * sigma) for k in ks])
+    scores = np.sort(np.abs(truth - centre) / np.maximum(sigma, np.finfo(np.float64).tiny))
+    ks = np.concatenate([[0.0], scores])
+    # CP from the scores themselves: recomputing |y - yhat| <= k sigma could drop a case at its own k by rounding
+    cps = np.searchsorted(scores, ks, side="right") / len(scores)
     sharp = np.array([sharpness(k * sigma, value_range) for k in ks])
     return ks, cps, sharp
 
