@@ -48,7 +48,7 @@ __all__ = [
     "simulate_subject",
 ]
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 SBR_MAX = 6.84
 SBR_MIN = 0.43
 VOLUME_SHAPE = (112, 96, 30)  # voxels [x: right, y: anterior, z: superior]; 56 x 48 x 30 mm
@@ -138,7 +138,7 @@ class Acquisition:
 
     scanner_offset_mm: float = 3.0  # half-range of the affine translation offset
     bias_coef: float = 0.06  # half-range of each coefficient of the quadratic log-bias
-    processing_noise_sd: float = 0.35  # high-pass SMWI processing noise (Laplacian of white noise)
+    processing_noise_sd: float = 0.15  # high-pass SMWI processing noise (Laplacian of white noise)
     rician_sigma: tuple[float, float] = (0.08, 0.12)  # per-subject range, fraction of tissue
     gain: tuple[float, float] = (250.0, 900.0)
     annotation_error_vox: int = 1  # in-plane clicking error, uniform in {-1, 0, 1}
