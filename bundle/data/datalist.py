@@ -50,18 +50,19 @@ logger = logging.getLogger(__name__)
 def resolve_datalist(datalist: str | os.PathLike, bundle_root: str | os.PathLike = ".") -> str:
     """Return ``datalist`` as a path, generating the synthetic demo cohort first if it is the (missing) default.
 
-    The demo cohort lives in ``{bundle_root}/data/demo`` and is generated on first use only; any other missing
-    datalist is an error.
+    The demo cohort lives in ``{bundle_root}/data/demo`` and is generated on first use, and again only when the
+    generator version or its parameters change; any other missing datalist is an error.
     """
     path = Path(datalist)
     demo_dir = Path(bundle_root) / DEMO_SUBDIR
-    if path.is_file():
-        return str(path)
     if path.resolve().parent == demo_dir.resolve() and path.name == "datalist.json":
         from bundle.data.cohort import ensure_demo_cohort
 
-        logger.info("no datalist at %s: generating the synthetic demo cohort there (one-off)", path)
-        return str(ensure_demo_cohort(demo_dir))
+        if not path.is_file():
+            logger.info("no datalist at %s: generating the synthetic demo cohort there (one-off)", path)
+        return str(ensure_demo_cohort(demo_dir))  # also regenerates a cohort left by an older generator version
+    if path.is_file():
+        return str(path)
     raise FileNotFoundError(f"datalist not found: {path}")
 
 
