@@ -13,8 +13,8 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -148,10 +148,12 @@ def bench_inference_rss(n_patients: int, mc_samples: int) -> dict[str, float]:
             "--mc_samples", str(mc_samples), "--reports", "false", "--section", "training",
         ]  # fmt: skip
         start = time.perf_counter()
-        subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)  # the rusage of this child alone
         wall = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"infer_peak_rss_mb": peak_kb / 1024, "infer_run_s": wall, "infer_run_cases": n_patients}
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"inference failed: {proc.stderr.read().decode()[-2000:]}")
+    return {"infer_peak_rss_mb": usage.ru_maxrss / 1024, "infer_run_s": wall, "infer_run_cases": n_patients}
 
 
 def bench_cuda_flops(device: torch.device, pairs_per_batch: int, repeats: int) -> dict[str, float | None]:
