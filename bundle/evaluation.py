@@ -21,6 +21,7 @@ by hand. ``metrics.json`` holds:
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SIDES",
+    "FIGURES",
     "EvaluationData",
     "read_predictions",
     "load_truths",
@@ -405,9 +407,13 @@ def compute_metrics(
             "abnormal_below": dict(ABNORMAL_SBR),
             "gamma_r": gamma_r,
             "gamma_l": gamma_l,
+            "avg": "arithmetic mean of the right and left values; table3 avg p = the larger side p",
             "width_normalisation": "mean full interval width / sbr_max (normalised SBR range [0, 1])",
             "optimal_point": "curve point closest (Euclidean) to (sharpness, CP) = (1, 1)",
             "at_95": "smallest interval scale k with CP >= 0.95",
+            "ccc_ci": f"Fisher z: tanh(atanh(rho_c) -+ z / sqrt(n - 3)), level {level}",
+            "residual_ci": f"normal approximation: mean -+ z * SD / sqrt(n), level {level}",
+            "normalised_residual": "|pred - truth| / (max - min of the measured SBR of this set, per side)",
             "missing_predictions": data.missing,
             "unlabelled_predictions": data.unlabelled,
         },
@@ -433,8 +439,6 @@ def needs_inference(predictions_csv: str | os.PathLike, ckpt_path: str | os.Path
 
 def _all_truths(datalist: str | os.PathLike) -> dict[str, np.ndarray]:
     """True (right, left) SBR of every labelled case of every section, for the right-left scatter (Fig. 2)."""
-    import json
-
     content = json.loads(Path(datalist).read_text())
     out = {}
     for section, cases in content.items():
@@ -487,8 +491,8 @@ class Evaluation:
         self.summary_writer = summary_writer
 
     def run(self) -> dict[str, Any]:
-        data = pair_predictions(read_predictions(self.predictions_csv), load_truths(self.datalist, self.section,
-                                                                                    self.dataset_dir))
+        truths = load_truths(self.datalist, self.section, self.dataset_dir)
+        data = pair_predictions(read_predictions(self.predictions_csv), truths)
         if data.missing:
             logger.warning("%d %s cases have no prediction (see errors.csv): %s", len(data.missing), self.section,
                            ", ".join(data.missing[:10]))  # fmt: skip

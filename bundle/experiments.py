@@ -20,7 +20,8 @@ from typing import Any
 
 from bundle.io import write_json
 
-__all__ = ["BundleRunner", "cli_value", "add_common_arguments", "common_settings", "datalist_path", "hardware"]
+__all__ = ["BundleRunner", "cli_value", "add_common_arguments", "common_settings", "datalist_path", "hardware",
+           "thread_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class BundleRunner:
         env["PYTHONPATH"] = os.pathsep.join([str(self.bundle_root), env.get("PYTHONPATH", "")])
         logger.info("%s -> %s", workflow, log)
         start = time.perf_counter()
-        with open(log, "w") as handle:
+        with open(log, "a") as handle:  # appended: an interrupted and resumed step keeps its whole history
             handle.write(" ".join(cmd) + "\n")
             handle.flush()
             result = subprocess.run(cmd, cwd=self.bundle_root, env=env, stdout=handle, stderr=subprocess.STDOUT)
@@ -105,6 +106,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mc-samples", type=int, default=None, help="MC-dropout samples (default 100)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--amp", choices=["true", "false"], default=None, help="mixed precision (default: on)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per workflow (OMP_NUM_THREADS); 1 is kinder on a shared machine")  # fmt: skip
+
+
+def thread_env(args: argparse.Namespace) -> dict[str, str]:
+    """Environment of the workflow subprocesses for ``--threads``."""
+    return {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)} if args.threads else {}
 
 
 def common_settings(args: argparse.Namespace, quick: Mapping[str, Any]) -> tuple[dict, dict, int]:

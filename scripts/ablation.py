@@ -54,7 +54,14 @@ from bundle.evaluation import (  # noqa: E402
     paired_ttest,
     read_predictions,
 )
-from bundle.experiments import BundleRunner, add_common_arguments, common_settings, datalist_path, hardware  # noqa: E402
+from bundle.experiments import (  # noqa: E402
+    BundleRunner,
+    add_common_arguments,
+    common_settings,
+    datalist_path,
+    hardware,
+    thread_env,
+)
 from bundle.io import write_json, write_text  # noqa: E402
 from bundle.single_side import merge_side_predictions  # noqa: E402
 
@@ -99,6 +106,7 @@ class Settings:
     mc_samples: int = 100
     coverage: float = 0.95
     calibrate: bool = True
+    configs: list[str] = field(default_factory=list)  # config files layered on every workflow
 
 
 def run_row(runner: BundleRunner, row: Row, settings: Settings, run: str, datalist: str | None, seed: int) -> dict:
@@ -261,7 +269,8 @@ def aggregate(settings: Settings, rows: Mapping[str, Row], records: Sequence[Map
     labels = {name: row.label for name, row in rows.items()}
     present = {name: runs for name, runs in metrics.items() if runs}
     result = {"rows": present, "tests": tests, "labels": labels, "records": list(records),
-              "settings": {**settings.common, **settings.train, "mc_samples": settings.mc_samples,
+              "settings": {"configs": settings.configs, **settings.common, **settings.train,
+                           "mc_samples": settings.mc_samples, "calibration": settings.calibrate,
                            "coverage": settings.coverage, "runs": [r for r, _, _ in settings.runs]}}  # fmt: skip
     write_json(settings.out / "ablation.json", json_safe(result))
     write_text(settings.out / "ablation.md", markdown(result))
@@ -334,7 +343,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         fold = f"{Path(datalist).stem}_" if datalist and len(datalists) > 1 else ""
         runs += [(f"{fold}seed{args.seed + k}", datalist, args.seed + k) for k in range(args.repeats)]
     return Settings(out=args.out.resolve(), runs=runs, common=common, train=train, mc_samples=mc_samples,
-                    coverage=args.coverage, calibrate=not args.no_calibration)  # fmt: skip
+                    coverage=args.coverage, calibrate=not args.no_calibration, configs=list(args.configs))  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -343,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings = settings_from_args(args)
     all_rows = make_rows(args.alpha, args.beta)
     rows = {name: all_rows[name] for name in args.rows}
-    runner = BundleRunner(REPO, extra_configs=args.configs, common=settings.common)
+    runner = BundleRunner(REPO, extra_configs=args.configs, common=settings.common, env=thread_env(args))
     records = []
     start = time.perf_counter()
     for run, datalist, seed in settings.runs:

@@ -36,7 +36,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bundle.experiments import BundleRunner, add_common_arguments, common_settings, hardware  # noqa: E402
+from bundle.experiments import (  # noqa: E402
+    BundleRunner,
+    add_common_arguments,
+    common_settings,
+    hardware,
+    thread_env,
+)
 from bundle.io import write_json, write_text  # noqa: E402
 from bundle.plots import save_png  # noqa: E402
 
@@ -138,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     alphas = args.alphas or (QUICK["alphas"] if args.quick else ALPHAS)
     betas = args.betas or (QUICK["betas"] if args.quick else BETAS)
     out = args.out.resolve()
-    runner = BundleRunner(REPO, extra_configs=args.configs, common=common)
+    runner = BundleRunner(REPO, extra_configs=args.configs, common=common, env=thread_env(args))
     start = time.perf_counter()
     alpha_records = [run_point(runner, out, a, args.beta_for_alpha, args.seed, train, "alpha") for a in alphas]
     alpha_star = args.alpha_for_beta if args.alpha_for_beta is not None else best(alpha_records, "alpha")["alpha"]
