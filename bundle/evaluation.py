@@ -529,7 +529,8 @@ class Evaluation:
         if units:
             curves = {mode: [sharpness_cp_points(data.truth[:, i], data.pred[:, i], unit[:, i], self.sbr_max)
                              for i in range(len(SIDES))] for mode, unit in units.items()}  # fmt: skip
-            figures["sharpness_cp"] = plots.sharpness_cp_figure(curves, label)
+            notes = {"symmetric": f"γ_r = {self.gamma_r:g}, γ_l = {self.gamma_l:g}"}
+            figures["sharpness_cp"] = plots.sharpness_cp_figure(curves, label, notes)
         for name, figure in figures.items():
             plots.save_png(figure, self.output_dir / f"{name}.png")
             if self.summary_writer is not None:

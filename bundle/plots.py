@@ -127,8 +127,13 @@ def bland_altman(truth: np.ndarray, pred: np.ndarray, label: str = "") -> Figure
     return fig
 
 
-def sharpness_cp_figure(curves: Mapping[str, Sequence[SharpnessCPCurve]], label: str = "") -> Figure:
-    """Fig. 4: sharpness-CP curves per side for each interval mode, optimal and 95 % CP points marked."""
+def sharpness_cp_figure(
+    curves: Mapping[str, Sequence[SharpnessCPCurve]], label: str = "", notes: Mapping[str, str] | None = None
+) -> Figure:
+    """Fig. 4: sharpness-CP curves per side for each interval mode, optimal and 95 % CP points marked.
+
+    ``notes`` adds a legend remark per mode (e.g. the gammas of symmetric MC). Plain MC is drawn dashed on top, so
+    that it stays visible where the two coincide (gamma = 0)."""
     fig = _figure(11.0, 5.5, f"Sharpness-CP curves of the intervals mean ± k·σ, k from 0 until CP = 1 ({label}); "
                              "sharpness = 1 − mean width / 6.84.\nCircle: optimal point (closest to (1, 1)); "
                              "square: narrowest interval with CP ≥ 0.95.")  # fmt: skip
@@ -137,8 +142,10 @@ def sharpness_cp_figure(curves: Mapping[str, Sequence[SharpnessCPCurve]], label:
         for mode, side_curves in curves.items():
             curve = side_curves[i]
             colour = COLOURS.get(mode, None)
-            ax.plot(curve.cp, curve.sharpness, color=colour, lw=1.6,
-                    label=f"{MODE_NAMES.get(mode, mode)} (AUC {curve.auc:.3f})")  # fmt: skip
+            note = f", {notes[mode]}" if notes and mode in notes else ""
+            style = {"ls": "--", "zorder": 3} if mode == "mc" else {"lw": 2.4, "zorder": 2}
+            ax.plot(curve.cp, curve.sharpness, color=colour, label=f"{MODE_NAMES.get(mode, mode)} "
+                    f"(AUC {curve.auc:.3f}{note})", **{"lw": 1.6, **style})  # fmt: skip
             ax.plot(curve.cp[curve.optimal], curve.sharpness[curve.optimal], "o", color=colour, ms=7, mfc="none", mew=2)
             ax.plot(curve.cp[curve.at_target], curve.sharpness[curve.at_target], "s", color=colour, ms=6)
         ax.axvline(0.95, color="tab:red", ls=":", lw=1, label="CP = 0.95")
