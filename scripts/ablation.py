@@ -21,7 +21,7 @@ and reports mean ± SD over the runs (several ``--datalist`` files, e.g. the k-f
 Usage (from the repository root; the demo cohort is generated on first use)::
 
     python scripts/ablation.py --quick                  # tiny width, 3 epochs: a smoke run of the whole pipeline
-    python scripts/ablation.py                          # configs/demo.json: width 16-32-64-128, 60 epochs
+    python scripts/ablation.py                          # configs/demo.json: width 16-32-64-128, 70 epochs
     python scripts/ablation.py --repeats 3 --configs    # no demo.json: Table 1 width, 100 epochs, 3 seeds
 """
 

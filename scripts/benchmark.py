@@ -7,7 +7,11 @@ machine affect both alike. Prints a table and writes JSON (``--json PATH``) with
 
 Usage (from the repository root)::
 
-    python scripts/benchmark.py [--quick] [--json runs/benchmark.json] [--device cpu|cuda]
+    python scripts/benchmark.py [--quick] [--json runs/benchmark.json] [--device cpu|cuda] [--no-compile]
+
+The ``torch.compile`` variants are measured too (training: the trainer's ``compile`` option, which compiles the
+paired model; inference: the inference configs' ``compile``, frozen-weight compilation of the features), with
+their one-off compile times, so that each device's default can be chosen by measurement.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,10 +46,10 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def paired_model(device: torch.device, amp: bool, inference: bool = False) -> SymmetricRegressor:
+def paired_model(device: torch.device, amp: bool, inference: bool = False, compile: bool = False) -> SymmetricRegressor:
     """The Table-1 paired model as the bundle's training (or, with ``inference``, inference) configs build it."""
     torch.manual_seed(0)
-    net = prepare_network(VGGRegressor3D(), device, amp, inference=inference)
+    net = prepare_network(VGGRegressor3D(), device, amp, inference=inference, compile=compile)
     dtype = autocast_dtype(amp, device) if device.type == "cpu" else (cuda_amp_dtype() if amp else None)
     return SymmetricRegressor(net, autocast_dtype=dtype)
 
@@ -64,8 +69,18 @@ def alternate(variants: dict[str, Callable[[], None]], repeats: int, device: tor
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def train_step_fn(model: SymmetricRegressor, pairs: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
-    optimizer = torch.optim.Adam(model.regressor.parameters(), lr=1e-4)
+def timed(fn: Callable[[], None], device: torch.device) -> float:
+    """Seconds of one call (e.g. the first call of a compiled function, which compiles it)."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def train_step_fn(model: nn.Module, pairs: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
+    """One optimisation step as the trainer runs it (``model`` may be a ``torch.compile`` of the paired model)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = SymmetricRegressionLoss()
 
     def step() -> None:
@@ -77,30 +92,40 @@ def train_step_fn(model: SymmetricRegressor, pairs: torch.Tensor, target: torch.
     return step
 
 
-def bench_throughput(device: torch.device, pairs_per_batch: int, repeats: int) -> dict[str, float]:
+def infer_fn(model: nn.Module, pairs: torch.Tensor) -> Callable[[], None]:
+    def forward() -> None:
+        with torch.no_grad():
+            model(pairs)
+
+    return forward
+
+
+def bench_throughput(device: torch.device, pairs_per_batch: int, repeats: int, compile: bool) -> dict[str, float]:
+    """Training and inference patches/s of plain fp32 vs the amp path (and, with ``compile``, amp + compile)."""
     pairs = torch.rand(pairs_per_batch, 2, 50, 50, 20, device=device) + 0.5
     target = torch.rand(pairs_per_batch, 2, device=device)
-    plain, fast = paired_model(device, amp=False), paired_model(device, amp=True)
-    train = alternate({"fp32": train_step_fn(plain, pairs, target), "amp": train_step_fn(fast, pairs, target)},
-                      repeats, device)  # fmt: skip
-    plain.eval()
-    fast = paired_model(device, amp=True, inference=True).eval()
-
-    def infer(model: SymmetricRegressor) -> Callable[[], None]:
-        def forward() -> None:
-            with torch.no_grad():
-                model(pairs)
-
-        return forward
-
-    infer_times = alternate({"fp32": infer(plain), "amp": infer(fast)}, repeats, device)
     patches = 2 * pairs_per_batch
-    return {
-        "train_patches_per_s_fp32": patches / train["fp32"], "train_patches_per_s_amp": patches / train["amp"],
-        "infer_patches_per_s_fp32": patches / infer_times["fp32"],
-        "infer_patches_per_s_amp": patches / infer_times["amp"],
-        "train_speedup": train["fp32"] / train["amp"], "infer_speedup": infer_times["fp32"] / infer_times["amp"],
-    }  # fmt: skip
+    train_variants = {"fp32": train_step_fn(paired_model(device, amp=False), pairs, target),
+                      "amp": train_step_fn(paired_model(device, amp=True), pairs, target)}  # fmt: skip
+    infer_variants = {"fp32": infer_fn(paired_model(device, amp=False).eval(), pairs),
+                      "amp": infer_fn(paired_model(device, amp=True, inference=True).eval(), pairs)}  # fmt: skip
+    result: dict[str, float] = {}
+    if compile:  # the trainer's compile option compiles the paired model; inference compiles the features
+        train_variants["amp_compiled"] = train_step_fn(torch.compile(paired_model(device, amp=True)), pairs, target)
+        infer_variants["amp_compiled"] = infer_fn(paired_model(device, amp=True, inference=True, compile=True), pairs)
+        result["train_compile_s"] = timed(train_variants["amp_compiled"], device)
+        result["infer_compile_s"] = timed(infer_variants["amp_compiled"], device)
+    train = alternate(train_variants, repeats, device)
+    infer = alternate(infer_variants, repeats, device)
+    for name in train:
+        result[f"train_patches_per_s_{name}"] = patches / train[name]
+        result[f"infer_patches_per_s_{name}"] = patches / infer[name]
+    result["train_speedup"] = train["fp32"] / train["amp"]
+    result["infer_speedup"] = infer["fp32"] / infer["amp"]
+    if compile:
+        result["train_speedup_compiled"] = train["fp32"] / train["amp_compiled"]
+        result["infer_speedup_compiled"] = infer["fp32"] / infer["amp_compiled"]
+    return result
 
 
 def bench_mc(device: torch.device, n_samples: int, repeats: int, naive: bool) -> dict[str, float]:
@@ -193,10 +218,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--protocol", action="store_true", help="CUDA: also time the full paper protocol")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     args = parser.parse_args()
     device = torch.device(args.device)
     repeats = 3 if args.quick else 7
-    pairs_per_batch = 4 if args.quick else 8
+    pairs_per_batch = 8  # configs/train.json's batch size (pairs): 16 patches per step
 
     results: dict[str, object] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -206,12 +232,15 @@ def main() -> None:
     print(f"benchmarking on {results['device']} ({results['threads']} threads), Table-1 network ...", flush=True)
     # first: a forked child's peak RSS counts the parent's pages at fork time, so measure while this process is small
     rss = bench_inference_rss(n_patients=8 if args.quick else 24, mc_samples=100)
-    throughput = bench_throughput(device, pairs_per_batch, repeats)
+    throughput = bench_throughput(device, pairs_per_batch, repeats, compile=not args.no_compile)
     mc = bench_mc(device, 100, repeats, naive=True)
     results |= throughput | mc | rss
     prefix = "cpu" if device.type == "cpu" else "cuda"
     results[f"{prefix}_train_speedup"] = throughput["train_speedup"]
     results[f"{prefix}_infer_speedup"] = throughput["infer_speedup"]
+    if not args.no_compile:
+        results[f"{prefix}_train_speedup_compiled"] = throughput["train_speedup_compiled"]
+        results[f"{prefix}_infer_speedup_compiled"] = throughput["infer_speedup_compiled"]
     if device.type == "cuda":
         results |= bench_cuda_flops(device, pairs_per_batch, repeats)
         if args.protocol:
@@ -224,6 +253,17 @@ def main() -> None:
         ("inference patches/s, fp32", throughput["infer_patches_per_s_fp32"]),
         ("inference patches/s, amp path", throughput["infer_patches_per_s_amp"]),
         ("inference speed-up (amp / fp32)", throughput["infer_speedup"]),
+    ]
+    if not args.no_compile:
+        rows += [
+            ("training patches/s, amp + compile", throughput["train_patches_per_s_amp_compiled"]),
+            ("training speed-up (amp + compile / fp32)", throughput["train_speedup_compiled"]),
+            ("training compile time (first step), s", throughput["train_compile_s"]),
+            ("inference patches/s, amp + compile", throughput["infer_patches_per_s_amp_compiled"]),
+            ("inference speed-up (amp + compile / fp32)", throughput["infer_speedup_compiled"]),
+            ("inference compile time (first batch), s", throughput["infer_compile_s"]),
+        ]
+    rows += [
         ("deterministic pair forward, ms", mc["det_pair_ms"]),
         ("symmetric MC n=100 per pair (fast), ms", mc["mc_fast_pair_ms"]),
         ("symmetric MC n=100 per pair (naive), ms", mc["mc_naive_pair_ms"]),

@@ -138,14 +138,16 @@ def test_torchscript_export_matches_the_checkpoint(trained, tiny_cohort, tmp_pat
     mc_scripted = scripted.mc_forward(x, 10, 4)
     torch.manual_seed(3)
     assert torch.allclose(mc_scripted, eager.mc_forward(x, 10, 4), atol=1e-5)
-    # inference straight from model.ts gives the model.pt predictions
-    for name, ckpt in (("pt", trained / "model.pt"), ("ts", ts)):
+    # inference straight from model.ts, or with compile on, gives the model.pt predictions
+    for name, ckpt, compile_ in (("pt", trained / "model.pt", False), ("ts", ts, False),
+                                 ("compiled", trained / "model.pt", True)):  # fmt: skip
         run_config("inference", "inference.json", tiny_cohort, ckpt_path=str(ckpt), output_dir=str(tmp_path / name),
-                   amp=False)  # fmt: skip
-    pt_rows, ts_rows = read_rows(tmp_path / "pt" / "predictions.csv"), read_rows(tmp_path / "ts" / "predictions.csv")
-    for a, b in zip(pt_rows, ts_rows, strict=True):
-        assert float(a["sbr_left"]) == pytest.approx(float(b["sbr_left"]), abs=1e-4)
-        assert float(a["high_right"]) == pytest.approx(float(b["high_right"]), abs=1e-4)
+                   amp=False, compile=compile_)  # fmt: skip
+    pt_rows = read_rows(tmp_path / "pt" / "predictions.csv")
+    for other in ("ts", "compiled"):
+        for a, b in zip(pt_rows, read_rows(tmp_path / other / "predictions.csv"), strict=True):
+            assert float(a["sbr_left"]) == pytest.approx(float(b["sbr_left"]), abs=1e-4)
+            assert float(a["high_right"]) == pytest.approx(float(b["high_right"]), abs=1e-4)
 
 
 def test_a_bad_case_is_recorded_and_the_others_go_on_labelled_or_not(trained, tiny_cohort, tmp_path):

@@ -167,3 +167,22 @@ def test_table1_network_bf16_within_1_percent_of_fp32():
     assert torch.all((fast - ref).abs() <= 0.01 * ref.abs())
     assert torch.all((stored_bf16 - ref).abs() <= 0.01 * ref.abs())
     assert inference.fc.weight.dtype == torch.float32
+
+
+def test_compiled_inference_network_matches_eager():
+    """``compile`` (frozen-weight torch.compile of the features) gives eager's predictions and MC samples."""
+    torch.manual_seed(0)
+    regressor = VGGRegressor3D(channels=(4, 4, 4, 4)).eval()
+    pair = torch.rand(2, 2, 50, 50, 20) * 0.4 + 0.8
+    eager = SymmetricRegressor(copy.deepcopy(regressor))
+    compiled_net = prepare_network(copy.deepcopy(regressor), "cpu", inference=True, compile=True)
+    compiled = SymmetricRegressor(compiled_net)
+    assert compiled_net.features is not regressor.features  # the compiled function, not the method
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(pair), eager(pair), rtol=1e-4, atol=1e-5)
+        torch.manual_seed(3)
+        mc_eager = eager.mc_forward(pair, 20)
+        torch.manual_seed(3)
+        mc_compiled = compiled.mc_forward(pair, 20)
+    torch.testing.assert_close(mc_compiled, mc_eager, rtol=1e-4, atol=1e-5)
+    assert mc_compiled.std(dim=1).min() > 0  # dropout stays on in the MC samples
