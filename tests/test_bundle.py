@@ -88,6 +88,23 @@ def test_train_config_builds_the_table1_network():
         assert key in parser.config, key
 
 
+@pytest.mark.parametrize(
+    ("device", "on_device", "expected", "workers_zero"),
+    [("cuda", True, "cuda", True), ("cuda", False, "cpu", False), ("cpu", True, "cpu", True)],
+)
+def test_cache_on_device_moves_the_cached_patches_and_drops_loader_workers(device, on_device, expected, workers_zero):
+    """``cache_on_device``: the cached patches end on the training device, augmentation runs there (no workers)."""
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "configs" / "train.json"))
+    parser["device"] = f"$torch.device('{device}')"
+    parser["cache_on_device"] = on_device
+    assert parser.get_parsed_content("cache_device") == torch.device(expected)
+    to_device = parser.get_parsed_content("train#deterministic_transforms")[-1]
+    assert to_device.converter.device == torch.device(expected)
+    assert set(to_device.keys) == {"patch_right", "patch_left", "label"}
+    assert (parser.get_parsed_content("num_workers") == 0) == (workers_zero or device == "cpu")
+
+
 def test_default_datalist_triggers_the_demo_cohort_and_others_must_exist(tmp_path, monkeypatch):
     calls = []
     import bundle.data.cohort as cohort
