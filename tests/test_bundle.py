@@ -133,7 +133,9 @@ def test_load_cases_errors_name_the_problem(tmp_path):
     assert datalist_module.load_cases(good, "training", "/data")[0]["image"] == "/data/smwi/a.nii.gz"
 
 
-def test_training_command_writes_a_loadable_best_checkpoint(tmp_path, tiny_cohort):
+@pytest.mark.parametrize("compile_", ["false", "true"])
+def test_training_command_writes_a_loadable_best_checkpoint(tmp_path, tiny_cohort, compile_):
+    """Also with ``compile``: the checkpoint holds F's plain keys, not those of the compiled wrapper."""
     out = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -153,6 +155,8 @@ def test_training_command_writes_a_loadable_best_checkpoint(tmp_path, tiny_cohor
         str(out / "model.pt"),
         "--dataset_dir",
         str(tiny_cohort),
+        "--compile",
+        compile_,
     ]
     result = subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

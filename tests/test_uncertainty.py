@@ -73,6 +73,13 @@ def test_sharpness_cp_curve_and_auc_by_hand():
     assert sharpness_cp_auc(truth, centre, sigma, 1.0) == pytest.approx(0.5 * (1 + 0.8) / 2 + 0.5 * (0.8 + 0.6) / 2)
 
 
+def test_sharpness_cp_curve_counts_a_case_at_its_own_score_despite_rounding():
+    """0.46 / 0.4 = 1.15 but 1.15 * 0.4 < 0.46 in floating point: the last point must still reach CP = 1."""
+    ks, cps, _ = sharpness_cp_curve(np.array([0.46]), np.array([0.0]), np.array([0.4]))
+    assert ks[-1] * 0.4 < 0.46  # the rounding this guards against
+    assert cps.tolist() == [0.0, 1.0]
+
+
 def test_conformal_scale_uses_the_n_plus_1_quantile():
     truth = np.zeros(19)
     centre = np.arange(1, 20) * 0.1  # scores 1..19 with sigma 0.1
