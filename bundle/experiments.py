@@ -20,8 +20,15 @@ from typing import Any
 
 from bundle.io import write_json
 
-__all__ = ["BundleRunner", "cli_value", "add_common_arguments", "common_settings", "datalist_path", "hardware",
-           "thread_env"]
+__all__ = [
+    "BundleRunner",
+    "cli_value",
+    "add_common_arguments",
+    "common_settings",
+    "datalist_path",
+    "hardware",
+    "thread_env",
+]
 
 logger = logging.getLogger(__name__)
 

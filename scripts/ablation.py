@@ -142,8 +142,11 @@ def run_row(runner: BundleRunner, row: Row, settings: Settings, run: str, datali
     evaluation = {**mc, "output_dir": str(row_dir / "eval"), "ckpt_path": str(row_dir / next(iter(row.models)) /
                                                                               "model.pt")}  # fmt: skip
     if not row.paired:
-        merge_side_predictions(row_dir / "right" / "test" / "predictions.csv",
-                               row_dir / "left" / "test" / "predictions.csv", row_dir / "eval" / "predictions.csv")
+        merge_side_predictions(
+            row_dir / "right" / "test" / "predictions.csv",
+            row_dir / "left" / "test" / "predictions.csv",
+            row_dir / "eval" / "predictions.csv",
+        )
         evaluation["run_inference"] = False
     walls["evaluate"] = runner.run("evaluating", ["configs/evaluate.json"], evaluation,
                                    row_dir / "eval" / "metrics.json")  # fmt: skip

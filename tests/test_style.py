@@ -11,3 +11,10 @@ from conftest import REPO
 def test_ruff_clean():
     result = subprocess.run(["ruff", "check", "."], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is installed with the 'test' extra")
+def test_ruff_formatted():
+    result = subprocess.run(["ruff", "format", "--check", "bundle", "scripts", "tests"], cwd=REPO, capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
