@@ -19,8 +19,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import sys
@@ -43,7 +41,7 @@ from bundle.experiments import (  # noqa: E402
     hardware,
     thread_env,
 )
-from bundle.io import write_json, write_text  # noqa: E402
+from bundle.io import write_csv, write_json  # noqa: E402
 from bundle.plots import save_png  # noqa: E402
 
 logger = logging.getLogger("sweep")
@@ -118,14 +116,6 @@ def dependency_plot(records: Sequence[Mapping[str, Any]], key: str, chosen: floa
     return fig
 
 
-def write_csv(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    write_text(path, buffer.getvalue())
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
@@ -148,12 +138,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     start = time.perf_counter()
     alpha_records = [run_point(runner, out, a, args.beta_for_alpha, args.seed, train, "alpha") for a in alphas]
     alpha_star = args.alpha_for_beta if args.alpha_for_beta is not None else best(alpha_records, "alpha")["alpha"]
-    write_csv(out / "sweep.csv", alpha_records)
+    write_csv(out / "sweep.csv", COLUMNS, alpha_records)
     beta_records = [run_point(runner, out, alpha_star, b, args.seed, train, "beta") for b in betas]
     for record in beta_records:
         record["stage"] = "beta"
     records = alpha_records + beta_records
-    write_csv(out / "sweep.csv", records)
+    write_csv(out / "sweep.csv", COLUMNS, records)
     beta_star = best(beta_records, "beta")["beta"]
     save_png(dependency_plot(alpha_records, "alpha", alpha_star, "Dependency on the clipping margin α", False),
              out / "sweep_alpha.png")  # fmt: skip

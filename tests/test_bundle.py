@@ -102,7 +102,7 @@ def test_cache_on_device_moves_the_cached_patches_and_drops_loader_workers(devic
     to_device = parser.get_parsed_content("train#deterministic_transforms")[-1]
     assert to_device.converter.device == torch.device(expected)
     assert set(to_device.keys) == {"patch_right", "patch_left", "label"}
-    assert (parser.get_parsed_content("num_workers") == 0) == (workers_zero or device == "cpu")
+    assert (parser.get_parsed_content("num_workers") == 0) == workers_zero
 
 
 def test_default_datalist_triggers_the_demo_cohort_and_others_must_exist(tmp_path, monkeypatch):
