@@ -1,6 +1,6 @@
 """Ablation of the symmetric regressor (paper Tables 3-5) on one split with the same seeds for every row.
 
-Rows, each trained with the bundle's own training workflow and evaluated with ``configs/evaluate.json``:
+Rows, each trained with the bundle's own training workflow and evaluated with the ``evaluating`` workflow:
 
 - ``single_side``  (a) "VGG-small", the standard regressor: one model per side, trained on that side only with the
                    plain regression loss (``configs/train.json`` + ``configs/single_side.json``), no pairing;
@@ -44,17 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bundle.evaluation import (  # noqa: E402
-    SIDES,
-    EvaluationData,
-    json_safe,
-    load_truths,
-    mcnemar_exact,
-    pair_predictions,
-    paired_ttest,
-    read_predictions,
-)
-from bundle.experiments import (  # noqa: E402
+from bundle.constants import SIDES  # noqa: E402
+from bundle.engine.experiments import (  # noqa: E402
     BundleRunner,
     add_common_arguments,
     common_settings,
@@ -62,8 +53,16 @@ from bundle.experiments import (  # noqa: E402
     hardware,
     thread_env,
 )
+from bundle.evaluation.predictions import (  # noqa: E402
+    EvaluationData,
+    load_truths,
+    merge_side_predictions,  # noqa: E402
+    pair_predictions,
+    read_predictions,
+)
+from bundle.evaluation.statistics import mcnemar_exact, paired_ttest  # noqa: E402
+from bundle.evaluation.tables import json_safe  # noqa: E402
 from bundle.io import write_json, write_text  # noqa: E402
-from bundle.single_side import merge_side_predictions  # noqa: E402
 
 logger = logging.getLogger("ablation")
 
@@ -126,16 +125,16 @@ def run_row(runner: BundleRunner, row: Row, settings: Settings, run: str, datali
                            "ckpt_path": str(ckpt), **data}  # fmt: skip
         if (model_dir / "train" / "checkpoints").is_dir() and not (model_dir / "train.done.json").exists():
             train_overrides["resume"] = True  # an interrupted training goes on from its last full-state checkpoint
-        walls[f"train_{model}"] = runner.run("training", ["configs/train.json", *configs], train_overrides,
+        walls[f"train_{model}"] = runner.run("training", configs, train_overrides,
                                              model_dir / "train.done.json")  # fmt: skip
         if settings.calibrate:
             walls[f"calibrate_{model}"] = runner.run(
-                "calibrate", ["configs/calibrate.json"],
+                "calibrate", [],
                 {**mc, "ckpt_path": str(ckpt), "coverage": settings.coverage}, model_dir / "calibration.json",
             )  # fmt: skip
         if not row.paired:
             walls[f"inference_{model}"] = runner.run(
-                "inference", ["configs/inference.json"],
+                "inference", [],
                 {**mc, "ckpt_path": str(ckpt), "output_dir": str(model_dir / "test"), "reports": False},
                 model_dir / "test" / "predictions.csv",
             )  # fmt: skip
@@ -148,7 +147,7 @@ def run_row(runner: BundleRunner, row: Row, settings: Settings, run: str, datali
             row_dir / "eval" / "predictions.csv",
         )
         evaluation["run_inference"] = False
-    walls["evaluate"] = runner.run("evaluating", ["configs/evaluate.json"], evaluation,
+    walls["evaluate"] = runner.run("evaluating", [], evaluation,
                                    row_dir / "eval" / "metrics.json")  # fmt: skip
     record = {"row": row.name, "label": row.label, "run": run, "seed": seed, "datalist": datalist,
               "wall_s": round(sum(walls.values()), 1),

@@ -33,9 +33,9 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bundle.losses import SymmetricRegressionLoss  # noqa: E402
-from bundle.networks import SymmetricRegressor, VGGRegressor3D  # noqa: E402
-from bundle.workflows import autocast_dtype, cuda_amp_dtype, prepare_network  # noqa: E402
+from bundle.engine.setup import autocast_dtype, cuda_amp_dtype, prepare_network  # noqa: E402
+from bundle.method.losses import SymmetricRegressionLoss  # noqa: E402
+from bundle.method.networks import SymmetricRegressor, VGGRegressor3D  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 """Dense bf16 tensor-core peaks (TFLOP/s) used for MFU; unknown GPUs report no MFU."""

@@ -134,7 +134,7 @@ def read_rows(csv_path: Path, images: Path, labelled: bool) -> tuple[list[dict[s
 
 def check_images(cases: Sequence[dict[str, Any]], dicom_reader: str = "itk") -> list[str]:
     """Load every image and crop both patches as the bundle does; the one-line error of each case that fails."""
-    from bundle.transforms import LoadNigralPatchesd, error_message
+    from bundle.data import LoadNigralPatchesd, error_message
 
     load = LoadNigralPatchesd(dicom_reader=dicom_reader)
     problems = []

@@ -34,15 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bundle.experiments import (  # noqa: E402
-    BundleRunner,
-    add_common_arguments,
-    common_settings,
-    hardware,
-    thread_env,
-)
+from bundle.engine.experiments import BundleRunner, add_common_arguments, common_settings, hardware, thread_env  # noqa: E402
+from bundle.evaluation.plots import save_png  # noqa: E402
 from bundle.io import write_csv, write_json  # noqa: E402
-from bundle.plots import save_png  # noqa: E402
 
 logger = logging.getLogger("sweep")
 
@@ -68,12 +62,12 @@ def run_point(runner: BundleRunner, out: Path, alpha: float, beta: float, seed: 
     if done.exists():
         return json.loads(done.read_text())
     ckpt = folder / "model.pt"
-    wall = runner.run("training", ["configs/train.json"],
+    wall = runner.run("training", [],
                       {**train, "alpha": alpha, "beta": beta, "seed": seed, "ckpt_path": str(ckpt),
                        "output_dir": str(folder / "train")}, folder / "train.done.json")  # fmt: skip
     metrics = {}
     for section in ("validation", "test"):
-        wall += runner.run("evaluating", ["configs/evaluate.json"],
+        wall += runner.run("evaluating", [],
                            {"section": section, "mc_samples": 0, "figures": False, "seed": seed,
                             "ckpt_path": str(ckpt), "output_dir": str(folder / section)},
                            folder / section / "metrics.json")  # fmt: skip

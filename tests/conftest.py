@@ -26,3 +26,10 @@ def bundle_env() -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+def workflow_configs(workflow: str) -> list[str]:
+    """The config files of a workflow as the README's commands give them (overlays on inference.json)."""
+    from bundle.engine.experiments import WORKFLOW_CONFIGS
+
+    return [str(REPO / name) for name in WORKFLOW_CONFIGS[workflow]]

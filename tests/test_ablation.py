@@ -16,11 +16,10 @@ from monai.bundle import run
 from PIL import Image
 from scipy import stats
 
-from bundle import experiments
-from bundle.evaluation import EvaluationData
-from bundle.inference import PREDICTION_COLUMNS
-from bundle.networks import SymmetricRegressor, VGGRegressor3D
-from bundle.single_side import SingleSideLoss, SingleSideRegressor, merge_side_predictions
+from bundle.engine import experiments
+from bundle.evaluation.predictions import PREDICTION_COLUMNS, EvaluationData, merge_side_predictions
+from bundle.method.losses import SingleSideLoss
+from bundle.method.networks import SingleSideRegressor, SymmetricRegressor, VGGRegressor3D
 
 
 def load_script(name):

@@ -11,8 +11,8 @@ import scipy.io
 import torch
 from subjects import reorder, save_nifti
 
+from bundle.data import DivideByMeand, LoadNigralPatchesd, SBRTargetd, error_message
 from bundle.data.datalist import load_cases, validate_case
-from bundle.transforms import DivideByMeand, LoadNigralPatchesd, SBRTargetd, error_message
 
 SHAPE = (80, 70, 30)
 AFFINE = np.diag([0.5, 0.5, 1.0, 1.0])

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import bundle
 from bundle.data import datalist as datalist_module
-from bundle.networks import VGGRegressor3D
+from bundle.method.networks import VGGRegressor3D
 
 REQUIRED_METADATA = (
     "version",
@@ -107,9 +107,7 @@ def test_cache_on_device_moves_the_cached_patches_and_drops_loader_workers(devic
 
 def test_default_datalist_triggers_the_demo_cohort_and_others_must_exist(tmp_path, monkeypatch):
     calls = []
-    import bundle.data.cohort as cohort
-
-    monkeypatch.setattr(cohort, "ensure_demo_cohort", lambda out: calls.append(out) or out / "datalist.json")
+    monkeypatch.setattr(datalist_module, "ensure_demo_cohort", lambda out: calls.append(out) or out / "datalist.json")
     demo = datalist_module.resolve_datalist(tmp_path / "data" / "demo" / "datalist.json", tmp_path)
     assert calls == [tmp_path / "data" / "demo"] and demo.endswith("datalist.json")
     with pytest.raises(FileNotFoundError, match="datalist not found: .*mine.json"):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from subjects import demo_subject, reorder, world, write_dicom_series
 
+from bundle.data import LoadNigralPatchesd, error_message
 from bundle.data.readers import check_dicom_series, list_dicom_files
-from bundle.transforms import LoadNigralPatchesd, error_message
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from bundle.networks import VGGRegressor3D
+from bundle.method.networks import VGGRegressor3D
 
 REPO = Path(__file__).resolve().parents[1]
 CHANNELS = [4, 4, 4, 4]
@@ -63,7 +63,7 @@ def cohort(tmp_path_factory) -> Path:
 
 
 def _side_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """MAE and Pearson R per side ([N, 2] arrays, SBR units) and their side average, as bundle.metrics names them."""
+    """MAE and Pearson R per side ([N, 2] arrays, SBR units) and their side average, named as the engine metrics."""
     ref = {}
     for side, name in enumerate(("right", "left")):
         p, t = pred[:, side].astype(np.float64), true[:, side].astype(np.float64)
@@ -157,7 +157,7 @@ def test_two_rank_training_matches_a_single_process(tmp_path, cohort):
 RANK_ZERO_FIRST = """
 import os, sys, time
 import torch.distributed as dist
-from bundle.workflows import rank_zero_first
+from bundle.engine.setup import rank_zero_first
 
 dist.init_process_group("gloo")
 rank, marker = dist.get_rank(), sys.argv[1]

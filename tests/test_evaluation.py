@@ -10,22 +10,15 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, workflow_configs
 from monai.bundle import run
 from PIL import Image
 from scipy import stats
 
-from bundle.evaluation import (
-    FIGURES,
-    fisher_z_interval,
-    lins_ccc,
-    mcnemar_exact,
-    mean_interval,
-    needs_inference,
-    paired_ttest,
-    sharpness_cp_points,
-)
-from bundle.networks import VGGRegressor3D
+from bundle.evaluation.statistics import fisher_z_interval, lins_ccc, mcnemar_exact, mean_interval, paired_ttest
+from bundle.evaluation.tables import sharpness_cp_points
+from bundle.evaluation.workflow import FIGURES, needs_inference
+from bundle.method.networks import VGGRegressor3D
 
 SIDES = ("right", "left")
 THRESHOLDS = {"right": 3.401, "left": 3.345}
@@ -114,7 +107,7 @@ def evaluated(tmp_path_factory, tiny_cohort):
 
 
 def evaluate(tiny_cohort, overrides):
-    run("evaluating", config_file=str(REPO / "configs" / "evaluate.json"),
+    run("evaluating", config_file=workflow_configs("evaluating"),
         meta_file=str(REPO / "configs" / "metadata.json"), logging_file=str(REPO / "configs" / "logging.conf"),
         bundle_root=str(REPO), dataset_dir=str(tiny_cohort), **overrides)  # fmt: skip
 

@@ -14,16 +14,10 @@ import torch
 from conftest import REPO, bundle_env
 from ignite.engine import Engine
 
-from bundle.checkpoints import (
-    AtomicCheckpointSaver,
-    NonFiniteLossGuard,
-    check_output_dir,
-    latest_checkpoint,
-    read_model_info,
-)
-from bundle.inference import load_network
+from bundle.engine.checkpoints import CheckpointSaver, load_network, read_model_info
+from bundle.engine.resume import NonFiniteLossGuard, check_output_dir, latest_checkpoint
 from bundle.io import atomic_open, write_json
-from bundle.networks import VGGRegressor3D
+from bundle.method.networks import VGGRegressor3D
 
 
 def train_cmd(cohort: Path, out: Path, *extra: str) -> list[str]:
@@ -88,7 +82,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     net = torch.nn.Linear(1, 1)
     engine = Engine(lambda e, batch: {"loss": torch.tensor(losses[e.state.iteration - 1])})
     NonFiniteLossGuard().attach(engine)
-    AtomicCheckpointSaver(str(tmp_path), {"model": net}, epoch_level=False, save_interval=1, n_saved=1).attach(engine)
+    CheckpointSaver(str(tmp_path), {"model": net}, epoch_level=False, save_interval=1, n_saved=1).attach(engine)
     with pytest.raises(FloatingPointError, match=r"non-finite loss \(nan\) at epoch 1, iteration 4"):
         engine.run(range(5), max_epochs=1)
     assert [p.name for p in tmp_path.glob("*.pt")] == ["model_iteration=3.pt"]
@@ -130,7 +124,7 @@ def test_failed_checkpoint_save_leaves_no_partial_file(tmp_path, monkeypatch):
         f.write(b"partial")
         raise OSError("no space left on device")
 
-    saver = AtomicCheckpointSaver(str(tmp_path), {"model": torch.nn.Linear(1, 1)}, epoch_level=False, save_interval=1)
+    saver = CheckpointSaver(str(tmp_path), {"model": torch.nn.Linear(1, 1)}, epoch_level=False, save_interval=1)
     engine = Engine(lambda e, b: None)
     saver.attach(engine)
     monkeypatch.setattr(torch, "save", crash)

@@ -1,4 +1,4 @@
-"""Inference, calibration and TorchScript export through the bundle configs (DESIGN.md output files)."""
+"""Inference, calibration and TorchScript export through the bundle configs (the README's output files)."""
 
 import csv
 import json
@@ -8,12 +8,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, bundle_env
+from conftest import REPO, bundle_env, workflow_configs
 from ignite.engine import Engine
 from monai.bundle import run
 
-from bundle.inference import GAUSSIAN_95, IntervalSettings, PredictionWriter, load_network
-from bundle.networks import VGGRegressor3D
+from bundle.data import SBRUnitsd
+from bundle.engine.checkpoints import load_network
+from bundle.engine.writers import PredictionWriter
+from bundle.method.networks import VGGRegressor3D
+from bundle.method.uncertainty import GAUSSIAN_95, IntervalSettings
 
 TINY = "[4,4,4,4]"
 COLUMNS = (
@@ -36,9 +39,9 @@ def trained(tmp_path_factory, tiny_cohort):
     return out
 
 
-def run_config(workflow: str, config: str, tiny_cohort, **overrides):
+def run_config(workflow: str, tiny_cohort, **overrides):
     run(
-        workflow, config_file=str(REPO / "configs" / config), meta_file=str(REPO / "configs" / "metadata.json"),
+        workflow, config_file=workflow_configs(workflow), meta_file=str(REPO / "configs" / "metadata.json"),
         logging_file=str(REPO / "configs" / "logging.conf"), bundle_root=str(REPO), dataset_dir=str(tiny_cohort),
         **{"network_def#channels": [4, 4, 4, 4], "mc_samples": 20, "reports": False, **overrides},
     )  # fmt: skip
@@ -51,7 +54,7 @@ def read_rows(path) -> list[dict]:
 
 def test_inference_writes_the_design_files(trained, tiny_cohort, tmp_path):
     out = tmp_path / "inf"
-    run_config("inference", "inference.json", tiny_cohort, ckpt_path=str(trained / "model.pt"), output_dir=str(out),
+    run_config("inference", tiny_cohort, ckpt_path=str(trained / "model.pt"), output_dir=str(out),
                reports=True)  # fmt: skip
     rows = read_rows(out / "predictions.csv")
     test_ids = [c["id"] for c in json.loads((tiny_cohort / "datalist.json").read_text())["test"]]
@@ -71,9 +74,9 @@ def test_inference_writes_the_design_files(trained, tiny_cohort, tmp_path):
 def test_same_seed_same_intervals_and_deterministic_mode(trained, tiny_cohort, tmp_path):
     ckpt = str(trained / "model.pt")
     for name in ("a", "b"):
-        run_config("inference", "inference.json", tiny_cohort, ckpt_path=ckpt, output_dir=str(tmp_path / name))
+        run_config("inference", tiny_cohort, ckpt_path=ckpt, output_dir=str(tmp_path / name))
     assert (tmp_path / "a" / "predictions.csv").read_text() == (tmp_path / "b" / "predictions.csv").read_text()
-    run_config("inference", "inference.json", tiny_cohort, ckpt_path=ckpt, output_dir=str(tmp_path / "d"),
+    run_config("inference", tiny_cohort, ckpt_path=ckpt, output_dir=str(tmp_path / "d"),
                mc_samples=0)  # fmt: skip
     rows = read_rows(tmp_path / "d" / "predictions.csv")
     assert all(r["sigma_right"] == "" and r["low_left"] == "" and r["sbr_right"] != "" for r in rows)
@@ -87,14 +90,14 @@ def test_calibration_then_inference_uses_it(trained, tiny_cohort, tmp_path):
     ckpt.parent.mkdir()
     ckpt.write_bytes((trained / "model.pt").read_bytes())
     # the tiny cohort has 2 validation cases: calibrate on its 11 training cases for an 80 % target instead
-    run_config("calibrate", "calibrate.json", tiny_cohort, ckpt_path=str(ckpt), section="training", coverage=0.8)
+    run_config("calibrate", tiny_cohort, ckpt_path=str(ckpt), section="training", coverage=0.8)
     calibration = json.loads((ckpt.parent / "calibration.json").read_text())
     assert set(calibration) >= {"gamma_r", "gamma_l", "scale", "coverage", "modes"}
     assert 0 <= calibration["gamma_r"] <= 1 and calibration["coverage"] == 0.8
     assert calibration["modes"]["symmetric"]["validation_coverage_r"] >= 0.8
     assert calibration["modes"]["mc"]["gamma_r"] == 0.0
     out = tmp_path / "inf"
-    run_config("inference", "inference.json", tiny_cohort, ckpt_path=str(ckpt), output_dir=str(out))
+    run_config("inference", tiny_cohort, ckpt_path=str(ckpt), output_dir=str(out))
     patient = next((out / "patients").glob("*.json"))
     intervals = json.loads(patient.read_text())["intervals"]
     assert "calibrated to 80% coverage" in intervals["description"]
@@ -102,9 +105,10 @@ def test_calibration_then_inference_uses_it(trained, tiny_cohort, tmp_path):
 
 
 def test_prediction_writer_by_hand(tmp_path):
-    """Fixed MC samples of one patient -> intervals of eq. 10 (Algorithm 1) times the scale, in SBR units."""
+    """Fixed MC samples of one patient (normalised, through the SBR-unit postprocessing) -> intervals of eq. 10
+    (Algorithm 1) times the scale, in SBR units."""
     samples = torch.tensor([[[0.40, 0.30], [0.50, 0.30], [0.40, 0.50], [0.30, 0.50]]])  # [B=1, n=4, 2]
-    engine = Engine(lambda e, batch: {"pred": samples})
+    engine = Engine(lambda e, batch: SBRUnitsd(sbr_max=6.84)({"pred": samples}))
     settings = IntervalSettings(0.5, 0.2, 2.0, 1.0, "test")
     writer = PredictionWriter(tmp_path, settings, errors=[{"id": "X", "error": "X: bad"}])
     writer.attach(engine)
@@ -141,7 +145,7 @@ def test_torchscript_export_matches_the_checkpoint(trained, tiny_cohort, tmp_pat
     # inference straight from model.ts, or with compile on, gives the model.pt predictions
     for name, ckpt, compile_ in (("pt", trained / "model.pt", False), ("ts", ts, False),
                                  ("compiled", trained / "model.pt", True)):  # fmt: skip
-        run_config("inference", "inference.json", tiny_cohort, ckpt_path=str(ckpt), output_dir=str(tmp_path / name),
+        run_config("inference", tiny_cohort, ckpt_path=str(ckpt), output_dir=str(tmp_path / name),
                    amp=False, compile=compile_)  # fmt: skip
     pt_rows = read_rows(tmp_path / "pt" / "predictions.csv")
     for other in ("ts", "compiled"):
@@ -158,7 +162,7 @@ def test_a_bad_case_is_recorded_and_the_others_go_on_labelled_or_not(trained, ti
     path = tmp_path / "datalist.json"
     path.write_text(json.dumps(datalist))
     out = tmp_path / "inf"
-    run_config("inference", "inference.json", tiny_cohort, ckpt_path=str(trained / "model.pt"), output_dir=str(out),
+    run_config("inference", tiny_cohort, ckpt_path=str(trained / "model.pt"), output_dir=str(out),
                datalist=str(path))  # fmt: skip
     errors = read_rows(out / "errors.csv")
     assert [e["id"] for e in errors] == ["BROKEN"] and errors[0]["error"].startswith("BROKEN: ")
@@ -171,7 +175,7 @@ def test_a_bad_case_is_recorded_and_the_others_go_on_labelled_or_not(trained, ti
 
 def test_bf16_amp_and_fp32_predictions_agree_within_1_percent(trained, tiny_cohort, tmp_path):
     for name, amp in (("amp", True), ("fp32", False)):
-        run_config("inference", "inference.json", tiny_cohort, ckpt_path=str(trained / "model.pt"),
+        run_config("inference", tiny_cohort, ckpt_path=str(trained / "model.pt"),
                    output_dir=str(tmp_path / name), amp=amp, mc_samples=0)  # fmt: skip
     rows = {name: read_rows(tmp_path / name / "predictions.csv") for name in ("amp", "fp32")}
     for a, b in zip(rows["amp"], rows["fp32"], strict=True):

@@ -14,8 +14,9 @@ from monai.bundle import run
 from monai.transforms import Compose, Flip
 from subjects import demo_subject, reorder, save_nifti, world, write_dicom_series
 
-from bundle.networks import VGGRegressor3D
-from bundle.transforms import MAT_SBR_MAX, DivideByMeand, LoadNigralPatchesd, error_message
+from bundle.data import DivideByMeand, LoadNigralPatchesd, error_message
+from bundle.data.loading import MAT_SBR_MAX
+from bundle.method.networks import VGGRegressor3D
 
 PATCHES = ("patch_right", "patch_left")
 SBR = (4.2, 2.1)  # the demo subject's right / left SBR

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bundle.losses import SymmetricRegressionLoss, symmetric_margin
+from bundle.method.losses import SymmetricRegressionLoss, symmetric_margin
 
 PRED = torch.tensor([[0.50, 0.30], [0.40, 0.35]])
 TRUE = torch.tensor([[0.40, 0.40], [0.40, 0.40]])

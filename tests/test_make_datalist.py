@@ -10,8 +10,8 @@ import torch
 from conftest import REPO
 from subjects import demo_subject, save_nifti, world, write_dicom_series
 
+from bundle.data import LoadNigralPatchesd
 from bundle.data.datalist import load_cases
-from bundle.transforms import LoadNigralPatchesd
 
 spec = importlib.util.spec_from_file_location("make_datalist", REPO / "scripts" / "make_datalist.py")
 make_datalist = importlib.util.module_from_spec(spec)

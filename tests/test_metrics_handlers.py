@@ -1,4 +1,5 @@
-"""Validation metrics (SBR units) and the symmetric-loss handler, on hand-made engine outputs."""
+"""Validation metrics (SBR units, after the SBRUnitsd postprocessing) and the symmetric-loss handler, on hand-made
+engine outputs."""
 
 import numpy as np
 import pytest
@@ -8,17 +9,20 @@ from scipy import stats
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from bundle.handlers import SymmetricLossHandler
-from bundle.losses import SymmetricRegressionLoss
-from bundle.metrics import sbr_metrics
+from bundle.data import SBRUnitsd
+from bundle.engine.handlers import SymmetricLossHandler
+from bundle.engine.metrics import sbr_metrics
+from bundle.method.losses import SymmetricRegressionLoss
 
 SBR_MAX = 6.84
 PRED = torch.tensor([[0.50, 0.30], [0.40, 0.35], [0.20, 0.25], [0.70, 0.60], [0.10, 0.30]])
 TRUE = torch.tensor([[0.40, 0.40], [0.40, 0.40], [0.30, 0.20], [0.65, 0.70], [0.15, 0.10]])
 
 
-def run_engine(batches, handlers=(), metrics=None) -> Engine:
-    engine = Engine(lambda e, batch: {"pred": batch[0], "label": batch[1]})
+def run_engine(batches, handlers=(), metrics=None, to_sbr=False) -> Engine:
+    """An engine whose output is each batch's (pred, label), optionally through the SBR-unit postprocessing."""
+    postprocessing = SBRUnitsd(sbr_max=SBR_MAX) if to_sbr else dict
+    engine = Engine(lambda e, batch: postprocessing({"pred": batch[0], "label": batch[1]}))
     for name, metric in (metrics or {}).items():
         metric.attach(engine, name)
     for handler in handlers:
@@ -29,7 +33,7 @@ def run_engine(batches, handlers=(), metrics=None) -> Engine:
 
 def test_metrics_equal_numpy_and_scipy_in_sbr_units():
     batches = [(PRED[:2], TRUE[:2]), (PRED[2:], TRUE[2:])]
-    got = run_engine(batches, metrics=sbr_metrics(SBR_MAX)).state.metrics
+    got = run_engine(batches, metrics=sbr_metrics(), to_sbr=True).state.metrics
     pred, true = PRED.double().numpy() * SBR_MAX, TRUE.double().numpy() * SBR_MAX
     for i, side in enumerate(("right", "left")):
         err = pred[:, i] - true[:, i]
@@ -42,7 +46,7 @@ def test_metrics_equal_numpy_and_scipy_in_sbr_units():
 
 def test_pearson_is_nan_for_constant_predictions():
     constant = torch.full_like(PRED, 0.4)
-    got = run_engine([(constant, TRUE)], metrics=sbr_metrics(SBR_MAX)).state.metrics
+    got = run_engine([(constant, TRUE)], metrics=sbr_metrics(), to_sbr=True).state.metrics
     assert np.isnan(got["val_r"]) and np.isnan(got["val_r_right"])
     assert got["val_mae_right"] == pytest.approx((TRUE[:, 0] - 0.4).abs().mean().item() * SBR_MAX, rel=1e-5)
 

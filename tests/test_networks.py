@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from bundle.networks import SymmetricRegressor, VGGRegressor3D
-from bundle.workflows import autocast_dtype, prepare_network
+from bundle.engine.setup import autocast_dtype, prepare_network
+from bundle.method.networks import SymmetricRegressor, VGGRegressor3D
 
 
 def n_trainable(module: torch.nn.Module) -> int:

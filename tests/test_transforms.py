@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd
 
-from bundle.transforms import DivideByMeand, ExtractNigralPatchesd, SBRTargetd
+from bundle.data import DivideByMeand, ExtractNigralPatchesd, SBRTargetd
 
 SHAPE = (80, 70, 30)
 RAS_AFFINE = np.diag([0.5, 0.5, 1.0, 1.0])

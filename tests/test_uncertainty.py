@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bundle.uncertainty import (
+from bundle.method.uncertainty import (
     conformal_scale,
     coverage_probability,
     mc_standard_deviations,

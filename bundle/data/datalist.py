@@ -1,4 +1,4 @@
-"""Reading and validating a decathlon-style datalist (see DESIGN.md), falling back to the embedded synthetic cohort.
+"""Reading and validating a decathlon-style datalist (docs/data.md), falling back to the embedded synthetic cohort.
 
 A case is one patient in one of three forms (:func:`case_form`): a full ``image`` (NIfTI file or DICOM series
 folder) with ``centroid_right``/``centroid_left`` in ``centroid_space`` ``"voxel"`` or ``"world"``; a pair of
@@ -16,6 +16,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from bundle.data.cohort import ensure_demo_cohort
 
 __all__ = [
     "DEMO_SUBDIR",
@@ -56,8 +58,6 @@ def resolve_datalist(datalist: str | os.PathLike, bundle_root: str | os.PathLike
     path = Path(datalist)
     demo_dir = Path(bundle_root) / DEMO_SUBDIR
     if path.resolve().parent == demo_dir.resolve() and path.name == "datalist.json":
-        from bundle.data.cohort import ensure_demo_cohort
-
         if not path.is_file():
             logger.info("no datalist at %s: generating the synthetic demo cohort there (one-off)", path)
         return str(ensure_demo_cohort(demo_dir))  # also regenerates a cohort left by an older generator version
@@ -161,7 +161,7 @@ def load_cases(
     With ``validate=True`` every case is also checked (:func:`validate_case`, and that its files exist) and all
     problems are raised at once, joined by ``"; "``; ``require_sbr`` defaults to ``section in
     LABELLED_SECTIONS``. Without it, per-case problems surface case by case in
-    :class:`bundle.transforms.LoadNigralPatchesd`, so that inference can record them and go on.
+    :class:`bundle.data.LoadNigralPatchesd`, so that inference can record them and go on.
     """
     path = Path(datalist)
     try:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MAT_KEYS", "MatPair", "read_mat_pair", "check_dicom_series", "list_dicom_files"]
+__all__ = ["MAT_KEYS", "MatPair", "error_message", "read_mat_pair", "check_dicom_series", "list_dicom_files"]
 
 MAT_KEYS = ("right_patch", "left_patch")
-"""Array names of a ``.mat`` pair; ``true_sbr`` = [right, left] / 6.84 is optional."""
+"""Array names of a ``.mat`` pair; ``true_sbr`` = [right, left] / sbr_max (6.84) is optional."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,21 @@ def read_mat_pair(path: str | os.PathLike, case_id: str = "<no id>", shape: tupl
             raise ValueError(f"{where} true_sbr must hold 2 finite numbers [right, left], got {arrays['true_sbr']!r}")
         true_sbr = (float(values[0]), float(values[1]))
     return MatPair(patches[0], patches[1], true_sbr)
+
+
+def error_message(exc: BaseException) -> str:
+    """The one-line root cause of ``exc``, following ``__cause__`` through MONAI's ``RuntimeError`` wrappers.
+
+    The bundle's own input errors come back verbatim (``"{case_id}: {field}: ..."``); anything else is prefixed
+    with its exception type.
+    """
+    root, seen = exc, {id(exc)}
+    while root.__cause__ is not None and id(root.__cause__) not in seen:
+        root = root.__cause__
+        seen.add(id(root))
+    text = " ".join(str(root).split())
+    ours = isinstance(root, ValueError) or (isinstance(root, FileNotFoundError) and root.errno is None)
+    return text if ours and text else f"{type(root).__name__}: {text}".rstrip(": ")
 
 
 def _is_hdf5(path: Path) -> bool:

@@ -10,7 +10,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
-from bundle.losses import SymmetricRegressionLoss
+from bundle.method.losses import SymmetricRegressionLoss
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter

@@ -6,17 +6,14 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
+from bundle.constants import ABNORMAL_SBR, SIDES
+from bundle.evaluation.tables import SharpnessCPCurve
 from bundle.io import atomic_open
-from bundle.metrics import ABNORMAL_SBR
-
-if TYPE_CHECKING:
-    from bundle.evaluation import SharpnessCPCurve
 
 __all__ = [
     "save_png",
@@ -27,7 +24,6 @@ __all__ = [
     "residual_histogram",
 ]
 
-SIDES = ("right", "left")
 SBR_LABEL = "striatal SBR (DaT SPECT)"
 COLOURS = {"right": "tab:blue", "left": "tab:orange", "mc": "tab:gray", "symmetric": "tab:green"}
 MODE_NAMES = {"mc": "MC dropout", "symmetric": "symmetric MC dropout"}
@@ -40,10 +36,10 @@ def _figure(width: float, height: float, caption: str) -> Figure:
     return fig
 
 
-def save_png(fig: Figure, path: str | os.PathLike) -> None:
+def save_png(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> None:
     """Render ``fig`` to PNG bytes and write them atomically."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    fig.savefig(buffer, format="png", dpi=dpi)
     with atomic_open(path, "wb") as handle:
         handle.write(buffer.getvalue())
 
@@ -135,8 +131,8 @@ def sharpness_cp_figure(
     ``notes`` adds a legend remark per mode (e.g. the gammas of symmetric MC). Plain MC is drawn dashed on top, so
     that it stays visible where the two coincide (gamma = 0)."""
     fig = _figure(11.0, 5.5, f"Sharpness-CP curves of the intervals mean ± k·σ, k from 0 until CP = 1 ({label}); "
-                             "sharpness = 1 − mean width / 6.84.\nCircle: optimal point (closest to (1, 1)); "
-                             "square: narrowest interval with CP ≥ 0.95.")  # fmt: skip
+                             f"sharpness = 1 − mean width / {_range(curves):g} SBR.\nCircle: optimal point "
+                             "(closest to (1, 1)); square: narrowest interval with CP ≥ 0.95.")  # fmt: skip
     for i, side in enumerate(SIDES):
         ax = fig.add_axes((0.07 + 0.49 * i, 0.19, 0.41, 0.72))
         for mode, side_curves in curves.items():
@@ -154,6 +150,11 @@ def sharpness_cp_figure(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
     return fig
+
+
+def _range(curves: Mapping[str, Sequence[SharpnessCPCurve]]) -> float:
+    """The width normalisation (sbr_max) the curves were computed with."""
+    return next(iter(curves.values()))[0].value_range
 
 
 def residual_histogram(truth: np.ndarray, pred: np.ndarray, label: str = "") -> Figure:

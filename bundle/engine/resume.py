@@ -1,7 +1,5 @@
-"""Reliable training state: self-describing model weights, full-state checkpoints, exact resume, guards.
+"""Exact resume and guards of a training run.
 
-- :class:`ModelRecord` makes ``model.pt`` a plain state dict that also records the bundle version and the
-  network configuration (in the state dict's ``_metadata``, which ``torch.load(weights_only=True)`` keeps).
 - :class:`TrainingState` adds RNG states (torch, numpy, python, every random transform) and the best-model
   bookkeeping to a full-state checkpoint, as tensors and plain numbers only (``weights_only``-loadable).
 - :class:`EpochSampler` shuffles with a per-epoch seed and can skip the already trained part of an epoch, so
@@ -24,56 +22,23 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
-from monai.handlers import CheckpointSaver
 from monai.transforms import Randomizable
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
-import bundle
+from bundle.engine.checkpoints import CheckpointSaver
 
 __all__ = [
-    "AtomicCheckpointSaver",
-    "ModelRecord",
-    "read_model_info",
     "TrainingState",
     "EpochSampler",
     "latest_checkpoint",
     "resume_training",
     "NonFiniteLossGuard",
     "check_output_dir",
+    "checkpoint_size_mb",
 ]
 
 logger = logging.getLogger(__name__)
-INFO_KEY = "bundle"
-
-
-class ModelRecord:
-    """``state_dict``/``load_state_dict`` of ``network`` whose state dict also records the bundle version and the
-    network configuration (``network.config()`` if it has one), so a checkpoint tells what it was trained as."""
-
-    def __init__(self, network: nn.Module) -> None:
-        self.network = network
-
-    def info(self) -> dict[str, Any]:
-        module = getattr(self.network, "module", self.network)
-        config = module.config() if hasattr(module, "config") else {"class": type(module).__name__}
-        return {"bundle_version": bundle.__version__, "network": config}
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        state = self.network.state_dict()
-        metadata = getattr(state, "_metadata", None)
-        if metadata is not None:
-            metadata.setdefault("", {})[INFO_KEY] = self.info()
-        return state
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.network.load_state_dict(state)
-
-
-def read_model_info(state: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The record written by :class:`ModelRecord` from a loaded state dict, or None for a plain one."""
-    metadata = getattr(state, "_metadata", None) or {}
-    return metadata.get("", {}).get(INFO_KEY)
 
 
 def _numpy_state() -> dict[str, Any]:
@@ -105,18 +70,6 @@ def _random_transforms(obj: Any, found: list[Randomizable] | None = None) -> lis
     return found
 
 
-class AtomicCheckpointSaver(CheckpointSaver):
-    """MONAI's CheckpointSaver, but every file is written to a temporary file and renamed (MONAI's own writes
-    in place, so a crash during a save would leave a truncated ``model.pt`` or checkpoint). Same arguments."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for name in ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint"):
-            checkpoint = getattr(self, name, None)
-            if checkpoint is not None:
-                checkpoint.save_handler._atomic = True
-
-
 class TrainingState:
     """Everything beyond model, optimizer and trainer that an exact resume needs.
 
@@ -125,10 +78,12 @@ class TrainingState:
     run does not overwrite a better ``model.pt``.
     """
 
-    def __init__(self, transform: Any = None, evaluator: Engine | None = None, best_saver: Any = None) -> None:
+    def __init__(
+        self, transform: Any = None, evaluator: Engine | None = None, best_saver: CheckpointSaver | None = None
+    ) -> None:
         self.transforms = _random_transforms(transform) if transform is not None else []
         self.evaluator = evaluator
-        self.best_checkpoint: Checkpoint | None = getattr(best_saver, "_key_metric_checkpoint", None)
+        self.best_saver = best_saver
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -145,8 +100,8 @@ class TrainingState:
         if self.evaluator is not None:
             state["best_metric"] = float(getattr(self.evaluator.state, "best_metric", -1))
             state["best_metric_epoch"] = int(getattr(self.evaluator.state, "best_metric_epoch", -1))
-        if self.best_checkpoint is not None:
-            state["best_saved"] = [[float(item.priority), item.filename] for item in self.best_checkpoint._saved]
+        if self.best_saver is not None:
+            state["best_saved"] = [[float(p), str(f)] for p, f in self.best_saver.state_dict()["_saved"]]
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -163,8 +118,8 @@ class TrainingState:
         if self.evaluator is not None and "best_metric" in state:
             self.evaluator.state.best_metric = state["best_metric"]
             self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
-        if self.best_checkpoint is not None and "best_saved" in state:
-            self.best_checkpoint._saved = [Checkpoint.Item(p, f) for p, f in state["best_saved"]]
+        if self.best_saver is not None and "best_saved" in state:
+            self.best_saver.load_state_dict({"_saved": [(float(p), str(f)) for p, f in state["best_saved"]]})
 
 
 class EpochSampler(DistributedSampler):

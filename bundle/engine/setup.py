@@ -1,4 +1,4 @@
-"""Small helpers the bundle configs call: device/precision setup, data loader sizing, a reference baseline."""
+"""Helpers the configs call: device and precision setup, loader sizing, distributed start, a reference baseline."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def flag(value: bool | str | int) -> bool:
 
 
 def autocast_dtype(amp: bool, device: torch.device | str) -> torch.dtype | None:
-    """dtype for :class:`~bundle.networks.SymmetricRegressor`'s own autocast: bf16 on a CPU that supports it.
+    """dtype for :class:`~bundle.method.networks.SymmetricRegressor`'s own autocast: bf16 on a CPU that supports it.
 
     CUDA mixed precision is left to MONAI's engines (``amp=True``), so this returns ``None`` there.
     """
@@ -160,28 +160,32 @@ def init_distributed(device: torch.device | str) -> None:
     idist.sync()
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def rank_zero_first(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)`` run on rank 0 first while the other ranks wait, then on the other ranks.
+    """``fn(*args, **kwargs)`` run on rank 0 first while the other ranks wait (``ignite.distributed.one_rank_first``),
+    then on the other ranks.
 
     For one-off side effects such as generating the demo cohort on first use (``bundle.data.resolve_datalist``):
-    rank 0 writes the files, the others then find them in place instead of racing it. An error on rank 0 is
-    raised on every rank rather than leaving them at the barrier. Outside torch.distributed it is a plain call.
+    rank 0 writes the files, the others then find them in place instead of racing it. An error on rank 0 is raised
+    on every rank (the others get a ``RuntimeError`` naming it) rather than leaving them at the barrier. Outside
+    torch.distributed it is a plain call.
     """
-    if not _distributed():
+    if idist.get_world_size() == 1:
         return fn(*args, **kwargs)
-    failure: list[str | None] = [None]
-    if dist.get_rank() == 0:
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as err:
-            failure[0] = f"{type(err).__name__}: {err}"
-            dist.broadcast_object_list(failure, src=0)
-            raise
-    dist.broadcast_object_list(failure, src=0)
-    if failure[0] is not None:
-        raise RuntimeError(f"{getattr(fn, '__name__', fn)} failed on rank 0: {failure[0]}")
-    return result if dist.get_rank() == 0 else fn(*args, **kwargs)
+    status, result, error = "ok", None, None
+    with idist.one_rank_first(rank=0):
+        if idist.get_rank() == 0:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as err:  # shared with the other ranks below, then raised
+                error, status = err, f"{type(err).__name__}: {err}"
+        else:  # rank 0 has finished: learn whether it failed before doing the same work
+            status = idist.broadcast(None, src=0, safe_mode=True)
+            if status == "ok":
+                result = fn(*args, **kwargs)
+    if idist.get_rank() == 0:
+        idist.broadcast(status, src=0, safe_mode=True)
+        if error is not None:
+            raise error
+    elif status != "ok":
+        raise RuntimeError(f"{getattr(fn, '__name__', fn)} failed on rank 0: {status}")
+    return result  # type: ignore[return-value]

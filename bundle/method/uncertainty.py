@@ -6,11 +6,14 @@ MC samples are arrays shaped [n_samples, n_patients, 2] with the last axis (righ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 __all__ = [
+    "GAUSSIAN_95",
+    "IntervalSettings",
     "MCSummary",
     "mc_standard_deviations",
     "symmetric_hint",
@@ -18,10 +21,15 @@ __all__ = [
     "summarise_mc",
     "coverage_probability",
     "sharpness",
+    "interval_scores",
     "conformal_scale",
     "sharpness_cp_curve",
     "sharpness_cp_auc",
+    "select_gamma",
 ]
+
+GAUSSIAN_95 = 1.959963984540054
+"""Interval half-width in SDs when no calibration exists (a Gaussian 95 % interval, not a calibrated one)."""
 
 
 def _check_samples(samples: np.ndarray) -> np.ndarray:
@@ -85,6 +93,25 @@ def summarise_mc(samples: np.ndarray, gamma_r: float = 0.0, gamma_l: float = 0.0
     return MCSummary(mean[:, 0], mean[:, 1], sigma_r, sigma_l, sigma_sym, sym_r, sym_l)
 
 
+@dataclass(frozen=True)
+class IntervalSettings:
+    """How intervals are formed from MC dropout: ``half_width = scale * (sigma + gamma * sigma_sym)`` per side
+    (eq. 10 as in Algorithm 1, times a calibration scale); ``description`` says where the values come from."""
+
+    gamma_r: float
+    gamma_l: float
+    scale_r: float
+    scale_l: float
+    description: str
+
+    def as_dict(self) -> dict[str, float | str]:
+        return asdict(self)
+
+    def half_widths(self, summary: MCSummary) -> tuple[np.ndarray, np.ndarray]:
+        """Right and left interval half-widths: ``scale * sigma^sym`` of a summary made with these gammas."""
+        return self.scale_r * summary.sigma_sym_r, self.scale_l * summary.sigma_sym_l
+
+
 def coverage_probability(truth: np.ndarray, centre: np.ndarray, half_width: np.ndarray) -> float:
     """CP (§4.4): fraction of cases whose truth lies in [centre - half_width, centre + half_width]."""
     truth, centre, half_width = (np.asarray(a, dtype=np.float64) for a in (truth, centre, half_width))
@@ -101,17 +128,29 @@ def sharpness(half_width: np.ndarray, value_range: float) -> float:
     return float(np.clip(1.0 - width, 0.0, 1.0))
 
 
+def interval_scores(truth: np.ndarray, centre: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """|y - yhat| / sigma per case: the smallest scale k at which centre +- k sigma covers the truth (§4.4).
+
+    The score behind the sharpness-CP curve and the split-conformal scale; a zero sigma counts as the smallest
+    positive float (an exact prediction then scores 0, any error an enormous score)."""
+    truth, centre, sigma = (np.asarray(a, dtype=np.float64).ravel() for a in (truth, centre, sigma))
+    return np.abs(truth - centre) / np.maximum(sigma, np.finfo(np.float64).tiny)
+
+
 def conformal_scale(truth: np.ndarray, centre: np.ndarray, sigma: np.ndarray, coverage: float = 0.95) -> float:
     """Split-conformal scale k so that centre +- k sigma covers a new case with probability >= ``coverage``.
 
     Scores s_i = |y_i - yhat_i| / sigma_i on the calibration cases; k is their ceil((n + 1) coverage)-th
     smallest value (the finite-sample (n + 1) correction of split conformal prediction). Infinite when the
     calibration set is too small for the requested coverage. Beyond the paper.
+
+    The order statistic is taken directly: ``np.quantile(..., method="higher")`` places quantiles on an (n - 1)
+    grid and returns the next larger score (one rank too conservative), and ``method="inverted_cdf"`` at
+    q = rank / n depends on how n * q rounds.
     """
     if not 0.0 < coverage < 1.0:
         raise ValueError(f"coverage must be in (0, 1), got {coverage}")
-    truth, centre, sigma = (np.asarray(a, dtype=np.float64).ravel() for a in (truth, centre, sigma))
-    scores = np.abs(truth - centre) / np.maximum(sigma, np.finfo(np.float64).tiny)
+    scores = interval_scores(truth, centre, sigma)
     rank = int(np.ceil((len(scores) + 1) * coverage))
     if rank > len(scores):
         return float("inf")
@@ -129,7 +168,7 @@ def sharpness_cp_curve(
     truth, centre, sigma = (np.asarray(a, dtype=np.float64).ravel() for a in (truth, centre, sigma))
     if not len(truth) == len(centre) == len(sigma) or len(truth) == 0:
         raise ValueError("truth, centre and sigma must be non-empty and of equal length")
-    scores = np.sort(np.abs(truth - centre) / np.maximum(sigma, np.finfo(np.float64).tiny))
+    scores = np.sort(interval_scores(truth, centre, sigma))
     ks = np.concatenate([[0.0], scores])
     # CP from the scores themselves: recomputing |y - yhat| <= k sigma could drop a case at its own k by rounding
     cps = np.searchsorted(scores, ks, side="right") / len(scores)
@@ -141,3 +180,23 @@ def sharpness_cp_auc(truth: np.ndarray, centre: np.ndarray, sigma: np.ndarray, v
     """Area under the sharpness-CP curve (§4.4, Table 5), trapezoidal in CP from the k = 0 point to CP = 1."""
     _, cps, sharp = sharpness_cp_curve(truth, centre, sigma, value_range)
     return float(np.trapezoid(sharp, cps))
+
+
+def select_gamma(
+    truth: np.ndarray,
+    centre: np.ndarray,
+    sigma: np.ndarray,
+    sigma_sym: np.ndarray,
+    grid: Sequence[float],
+    value_range: float = 1.0,
+) -> tuple[float, float]:
+    """Algorithm 1's choice of one side's gamma: the grid value whose intervals sigma + gamma sigma_sym (eq. 10)
+    give the largest sharpness-CP AUC on labelled (validation) cases (§3.4.2, Table 5). The first on ties.
+
+    Returns (gamma, its AUC). ``value_range`` normalises the widths as in :func:`sharpness`.
+    """
+    if not len(grid):
+        raise ValueError("the gamma grid is empty")
+    aucs = [sharpness_cp_auc(truth, centre, np.asarray(sigma) + g * np.asarray(sigma_sym), value_range) for g in grid]
+    best = int(np.argmax(aucs))
+    return float(grid[best]), float(aucs[best])

@@ -1,18 +1,18 @@
-"""Networks: the 3D VGG regressor F (Table 1) and the paired symmetric model F_sym (eq. 3)."""
+"""Networks: the 3D VGG regressor F (Table 1), the paired symmetric model F_sym (eq. 3) and the single-side
+regressor of the ablation (Table 3, "VGG-small")."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VGGRegressor3D", "SymmetricRegressor", "PATCH_SIZE"]
+from bundle.constants import PATCH_SIZE, side_index
 
-PATCH_SIZE: tuple[int, int, int] = (50, 50, 20)
-"""Nigral patch size in voxels (0.5 x 0.5 x 1 mm), the network's fixed input size."""
+__all__ = ["VGGRegressor3D", "SymmetricRegressor", "SingleSideRegressor"]
 
 DropoutPosition = Literal["head", "all"]
 
@@ -173,27 +173,45 @@ class SymmetricRegressor(nn.Module):
         self.regressor = regressor
         self.autocast_dtype = autocast_dtype
 
-    def forward(self, pair: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _patches(pair: torch.Tensor) -> torch.Tensor:
+        """[B, 2, *spatial] pair -> [2B, 1, *spatial] patches (right and left of a patient next to each other)."""
         if pair.ndim < 3 or pair.shape[1] != 2:
             raise ValueError(f"expected a patch pair [B, 2, *spatial] (right, left), got shape {tuple(pair.shape)}.")
-        batch = pair.shape[0]
-        flat = pair.reshape(batch * 2, 1, *pair.shape[2:])
+        return pair.reshape(pair.shape[0] * 2, 1, *pair.shape[2:])
+
+    def _run(self, fn: Callable[..., torch.Tensor], patches: torch.Tensor, *args: Any) -> torch.Tensor:
+        """``fn(patches, *args)`` under this model's autocast (if any), as float32."""
         if self.autocast_dtype is None:
-            out = self.regressor(flat)
-        else:
-            with torch.autocast(device_type=flat.device.type, dtype=self.autocast_dtype):
-                out = self.regressor(flat)
-        return out.float().reshape(batch, 2)
+            return fn(patches, *args).float()
+        with torch.autocast(device_type=patches.device.type, dtype=self.autocast_dtype):
+            return fn(patches, *args).float()
+
+    def forward(self, pair: torch.Tensor) -> torch.Tensor:
+        """Eq. 3: [B, 2, *patch] -> [B, 2] = (F(x_r), F(x_l)), normalised SBR."""
+        return self._run(self.regressor, self._patches(pair)).reshape(pair.shape[0], 2)
 
     def mc_forward(self, pair: torch.Tensor, n_samples: int, chunk_size: int = 16) -> torch.Tensor:
         """Monte-Carlo-dropout samples [B, n_samples, 2] of the pair (see ``VGGRegressor3D.mc_forward``)."""
-        if pair.ndim < 3 or pair.shape[1] != 2:
-            raise ValueError(f"expected a patch pair [B, 2, *spatial] (right, left), got shape {tuple(pair.shape)}.")
-        batch = pair.shape[0]
-        flat = pair.reshape(batch * 2, 1, *pair.shape[2:])
-        if self.autocast_dtype is None:
-            out = self.regressor.mc_forward(flat, n_samples, chunk_size)
-        else:
-            with torch.autocast(device_type=flat.device.type, dtype=self.autocast_dtype):
-                out = self.regressor.mc_forward(flat, n_samples, chunk_size)
-        return out.float().reshape(n_samples, batch, 2).permute(1, 0, 2)
+        out = self._run(self.regressor.mc_forward, self._patches(pair), n_samples, chunk_size)
+        return out.reshape(n_samples, pair.shape[0], 2).permute(1, 0, 2)
+
+
+class SingleSideRegressor(SymmetricRegressor):
+    """F trained on one side only (the standard regressor of the ablation, Table 3 "VGG-small", eq. 1).
+
+    In training mode only that side's patch goes through F (one patch per patient, as a standard single-side
+    regressor sees) and its prediction fills both output columns, of which the loss uses only ``side``; in eval
+    mode it behaves like :class:`SymmetricRegressor` (F applied to both patches), so the validation metrics of the
+    trained side are those of that model at inference. Its checkpoint is an ordinary F state dict.
+    """
+
+    def __init__(self, regressor: nn.Module, side: int | str, autocast_dtype: torch.dtype | None = None) -> None:
+        super().__init__(regressor, autocast_dtype)
+        self.side = side_index(side)
+
+    def forward(self, pair: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(pair)
+        self._patches(pair)  # checks the pair's shape
+        return self._run(self.regressor, pair[:, self.side : self.side + 1]).reshape(-1, 1).expand(-1, 2)

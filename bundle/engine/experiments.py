@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -18,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bundle.io import write_json
 
 __all__ = [
+    "WORKFLOW_CONFIGS",
     "BundleRunner",
     "cli_value",
     "add_common_arguments",
@@ -31,6 +35,14 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+WORKFLOW_CONFIGS: dict[str, tuple[str, ...]] = {
+    "training": ("configs/train.json",),
+    "calibrate": ("configs/inference.json", "configs/calibrate.json"),
+    "inference": ("configs/inference.json",),
+    "evaluating": ("configs/inference.json", "configs/evaluate.json"),
+}
+"""The config files of each workflow, base first (README "Commands"): the inference-side ones overlay inference.json."""
 
 
 def cli_value(value: Any) -> str:
@@ -59,8 +71,8 @@ class BundleRunner:
     env: Mapping[str, str] = field(default_factory=dict)
 
     def command(self, workflow: str, configs: Sequence[str], overrides: Mapping[str, Any]) -> list[str]:
-        """``configs[0]`` is the workflow's config; ``extra_configs`` and then ``configs[1:]`` are layered on it."""
-        configs = [configs[0], *self.extra_configs, *configs[1:]]
+        """The workflow's own configs (:data:`WORKFLOW_CONFIGS`), then ``extra_configs``, then ``configs``."""
+        configs = [*WORKFLOW_CONFIGS[workflow], *self.extra_configs, *configs]
         config_arg = configs[0] if len(configs) == 1 else "[" + ",".join(f"'{c}'" for c in configs) + "]"
         cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", config_arg,
                "--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]  # fmt: skip
@@ -71,7 +83,8 @@ class BundleRunner:
     def run(
         self, workflow: str, configs: Sequence[str], overrides: Mapping[str, Any], marker: Path, log: Path | None = None
     ) -> float:
-        """Run one workflow unless ``marker`` exists; returns its wall time in seconds (0 when skipped).
+        """Run one workflow (with ``configs`` layered last, see :meth:`command`) unless ``marker`` exists; returns its
+        wall time in seconds (0 when skipped).
 
         Raises ``RuntimeError`` with the end of the log when the workflow fails.
         """
@@ -150,9 +163,5 @@ def datalist_path(bundle_root: Path, common: Mapping[str, Any], datalist: str | 
 
 def hardware() -> str:
     """One line: machine, CPU cores, GPU."""
-    import platform
-
-    import torch
-
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores, {gpu}".replace(" ,", ",")

@@ -6,14 +6,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from bundle.io import atomic_open  # noqa: E402
-from bundle.metrics import ABNORMAL_SBR  # noqa: E402
+from bundle.constants import ABNORMAL_SBR
+from bundle.evaluation.plots import save_png
 
 __all__ = ["patient_report"]
 
@@ -33,7 +30,7 @@ def patient_report(pair: np.ndarray, record: Mapping[str, Any], path: str | os.P
         (right_mirrored[::-1], "right, as in the subject"),
         (left, "left (network input)"),
     )
-    fig = plt.figure(figsize=(11, 4.2), constrained_layout=True)
+    fig = Figure(figsize=(11, 4.2), dpi=90, layout="constrained")
     grid = fig.add_gridspec(1, 4, width_ratios=[1, 1, 1, 1.35])
     for i, (image, title) in enumerate(panels):
         ax = fig.add_subplot(grid[0, i])
@@ -60,6 +57,4 @@ def patient_report(pair: np.ndarray, record: Mapping[str, Any], path: str | os.P
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("predicted SBR with interval", fontsize=9)
     fig.suptitle(f"Patient {record['id']} - research use only, not for clinical decisions", fontsize=10)
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=90)
-    plt.close(fig)
+    save_png(fig, path, dpi=90)

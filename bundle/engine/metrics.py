@@ -12,10 +12,7 @@ from ignite.metrics import MeanAbsoluteError, Metric, MetricsLambda, RootMeanSqu
 from ignite.metrics.metric import reinit__is_reduced
 from scipy import stats
 
-ABNORMAL_SBR: dict[str, float] = {"right": 3.401, "left": 3.345}
-"""SBR below which a side is abnormal (positive) in the binary agreement of Table 4."""
-
-__all__ = ["ABNORMAL_SBR", "PearsonR", "all_gather_rows", "pearson_r", "sbr_metrics", "side_output"]
+__all__ = ["PearsonR", "all_gather_rows", "pearson_r", "sbr_metrics", "side_output"]
 
 
 def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
@@ -40,7 +37,12 @@ def pearson_r(pred: torch.Tensor, true: torch.Tensor) -> float:
 
 
 class PearsonR(Metric):
-    """Pearson correlation over the whole epoch (all ranks), computed by scipy in float64; NaN if undefined."""
+    """Pearson correlation over the whole epoch (all ranks), computed by scipy in float64; NaN if undefined.
+
+    Not Ignite's ``PearsonCorrelation``: that one accumulates one-pass moments (E[xy] - E[x]E[y]) in float32 tensors,
+    which loses digits when the SBR spread is small against its mean, and it returns 0 instead of "undefined" when a
+    side's predictions are constant (the usual state of an untrained regressor).
+    """
 
     def __init__(self, output_transform: Callable = lambda x: x, device: str | torch.device = "cpu") -> None:
         super().__init__(output_transform=output_transform, device=device)
@@ -68,26 +70,26 @@ class PearsonR(Metric):
 _METRICS: dict[str, Callable[..., Metric]] = {"mae": MeanAbsoluteError, "rmse": RootMeanSquaredError, "r": PearsonR}
 
 
-def side_output(side: int, sbr_max: float) -> Callable[[Mapping[str, Any]], tuple[torch.Tensor, torch.Tensor]]:
-    """Output transform: (prediction, truth) of one side (0 right, 1 left) in SBR units from a batched engine output."""
+def side_output(side: int) -> Callable[[Mapping[str, Any]], tuple[torch.Tensor, torch.Tensor]]:
+    """Output transform: (prediction, truth) of one side (0 right, 1 left) from a batched engine output."""
 
     def transform(output: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        pred, label = output["pred"], output["label"]
-        return pred[:, side].float() * sbr_max, label[:, side].float() * sbr_max
+        return output["pred"][:, side], output["label"][:, side]
 
     return transform
 
 
-def sbr_metrics(sbr_max: float = 6.84, prefix: str = "val_") -> dict[str, Metric]:
+def sbr_metrics(prefix: str = "val_") -> dict[str, Metric]:
     """MAE, RMSE and Pearson R for the right and left side and their average, e.g. ``val_mae``, ``val_mae_right``.
 
     The averaged value is the arithmetic mean of the two sides, as in the paper's "Avg." columns. Expects an
-    engine output dict with batched ``pred`` and ``label`` of shape [B, 2] in normalised units (``decollate=False``).
+    engine output dict with batched ``pred`` and ``label`` of shape [B, 2] in SBR units (``decollate=False``, after
+    the :class:`~bundle.data.transforms.SBRUnitsd` postprocessing).
     """
     metrics: dict[str, Metric] = {}
     for name, metric_cls in _METRICS.items():
-        right = metric_cls(output_transform=side_output(0, sbr_max))
-        left = metric_cls(output_transform=side_output(1, sbr_max))
+        right = metric_cls(output_transform=side_output(0))
+        left = metric_cls(output_transform=side_output(1))
         metrics[f"{prefix}{name}"] = MetricsLambda(lambda a, b: (a + b) / 2, right, left)
         metrics[f"{prefix}{name}_right"] = right
         metrics[f"{prefix}{name}_left"] = left

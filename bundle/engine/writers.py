@@ -1,0 +1,248 @@
+"""Ignite handlers that turn the MC samples of an inference run (SBR units, after the postprocessing) into the
+workflow's files: ``predictions.csv`` / ``errors.csv`` / per-patient reports, and ``calibration.json``.
+
+Written by hand: the file formats are the bundle's own (README, "Commands"); the equations they apply live in
+:mod:`bundle.method.uncertainty`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ignite.engine import Engine, Events
+
+from bundle.constants import ABNORMAL_SBR, DEFAULT_SBR_MAX
+from bundle.evaluation.predictions import PREDICTION_COLUMNS
+from bundle.evaluation.report import patient_report
+from bundle.io import write_csv, write_json
+from bundle.method.uncertainty import (
+    GAUSSIAN_95,
+    IntervalSettings,
+    MCSummary,
+    conformal_scale,
+    interval_scores,
+    select_gamma,
+    summarise_mc,
+)
+
+__all__ = ["load_interval_settings", "MCCollector", "PredictionWriter", "CalibrationWriter"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_interval_settings(
+    calibration_path: str | os.PathLike | None, mode: str = "symmetric", gamma_r: float = 0.5, gamma_l: float = 0.5
+) -> IntervalSettings:
+    """Interval settings for inference.
+
+    ``mode="symmetric"`` (the paper's symmetric MC, eq. 10) or ``"mc"`` (plain MC dropout, gamma = 0). A
+    ``calibration.json`` (from ``configs/calibrate.json``) supplies gamma and the conformal scale for its mode;
+    without one, the given gammas and a Gaussian +-1.96 SD are used and the intervals are labelled uncalibrated.
+    """
+    if mode not in ("symmetric", "mc"):
+        raise ValueError(f"interval_mode must be 'symmetric' or 'mc', got {mode!r}")
+    if calibration_path and Path(calibration_path).is_file():
+        calibration = json.loads(Path(calibration_path).read_text())
+        entry = calibration["modes"][mode]
+        coverage = calibration["coverage"]
+        return IntervalSettings(
+            entry["gamma_r"], entry["gamma_l"], entry["scale_r"], entry["scale_l"],
+            f"{mode} MC dropout, calibrated to {coverage:.0%} coverage ({calibration_path})",
+        )  # fmt: skip
+    if mode == "mc":
+        gamma_r = gamma_l = 0.0
+    return IntervalSettings(
+        gamma_r, gamma_l, GAUSSIAN_95, GAUSSIAN_95, f"{mode} MC dropout, uncalibrated (+-1.96 SD, no calibration.json)"
+    )
+
+
+class MCCollector:
+    """Ignite handler collecting ids, MC samples ([n, 2], SBR units) and truths of every case of a run.
+
+    Reads the engine output after the postprocessing (``pred`` [B, n, 2] and ``label`` [B, 2] in SBR units, the
+    label NaN for unlabelled cases); subclasses write the files in :meth:`completed`.
+    """
+
+    def __init__(self) -> None:
+        self.keep_images = False
+        self.reset()
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda _: self.reset())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def reset(self) -> None:
+        """Forget the cases of a previous run."""
+        self.ids: list[str] = []
+        self.samples: list[np.ndarray] = []
+        self.truths: list[np.ndarray | None] = []
+        self.images: list[np.ndarray] = []
+
+    def collect(self, engine: Engine) -> None:
+        batch, output = engine.state.batch, engine.state.output
+        pred = output["pred"].detach().double().cpu().numpy()  # [B, n, 2]
+        labels = output.get("label")
+        for i, case_id in enumerate(batch["id"]):
+            self.ids.append(str(case_id))
+            self.samples.append(pred[i])
+            truth = None if labels is None else labels[i].detach().double().cpu().numpy()
+            self.truths.append(None if truth is None or not np.isfinite(truth).all() else truth)
+            if self.keep_images:
+                self.images.append(batch["image"][i].float().cpu().numpy())
+
+    def sample_array(self) -> np.ndarray:
+        """All samples as [n_samples, n_patients, 2] (SBR units)."""
+        return np.stack(self.samples, axis=1) if self.samples else np.zeros((1, 0, 2))
+
+    def completed(self, engine: Engine) -> None:
+        raise NotImplementedError
+
+
+class PredictionWriter(MCCollector):
+    """Write ``predictions.csv``, ``errors.csv`` and one JSON (and optionally one PNG report) per patient.
+
+    Columns as in the README ("Commands"), SBR units; intervals ``mean +- scale * sigma^sym`` with the settings of
+    :func:`load_interval_settings`. With a single (deterministic) sample, sigma and interval cells stay empty.
+    All files are written atomically.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        intervals: IntervalSettings,
+        errors: Sequence[Mapping[str, str]] = (),
+        reports: bool = False,
+    ) -> None:
+        super().__init__()
+        self.output_dir = Path(output_dir)
+        self.intervals = intervals
+        self.errors = errors
+        self.keep_images = reports
+        self.rows: list[dict[str, Any]] = []
+
+    def completed(self, engine: Engine) -> None:
+        samples = self.sample_array()
+        deterministic = samples.shape[0] == 1
+        s = self.intervals
+        summary = summarise_mc(samples, s.gamma_r, s.gamma_l)
+        self.rows = [self._row(i, summary, deterministic) for i in range(len(self.ids))]
+        patients = self.output_dir / "patients"
+        for i, row in enumerate(self.rows):
+            truth = self.truths[i]
+            record = {
+                **row,
+                "true_sbr_right": None if truth is None else float(truth[0]),
+                "true_sbr_left": None if truth is None else float(truth[1]),
+                "mc_samples": 0 if deterministic else int(samples.shape[0]),
+                "intervals": None if deterministic else s.as_dict(),
+            }
+            write_json(patients / f"{row['id']}.json", record)
+            if self.keep_images:
+                patient_report(self.images[i], record, patients / f"{row['id']}.png")
+        write_csv(self.output_dir / "predictions.csv", PREDICTION_COLUMNS, self.rows)
+        write_csv(self.output_dir / "errors.csv", ("id", "error"), list(self.errors))
+        logger.info(
+            "wrote %d predictions (%s) and %d errors to %s",
+            len(self.rows), "deterministic, no intervals" if deterministic else s.description,
+            len(self.errors), self.output_dir,
+        )  # fmt: skip
+
+    def _row(self, i: int, summary: MCSummary, deterministic: bool) -> dict[str, Any]:
+        right, left = float(summary.mean_r[i]), float(summary.mean_l[i])
+        row: dict[str, Any] = {
+            "id": self.ids[i], "sbr_right": round(right, 4), "sbr_left": round(left, 4),
+            "abnormal_right": int(right < ABNORMAL_SBR["right"]), "abnormal_left": int(left < ABNORMAL_SBR["left"]),
+        }  # fmt: skip
+        if deterministic:
+            return row
+        half_r, half_l = (float(h[i]) for h in self.intervals.half_widths(summary))
+        row.update(
+            sigma_right=round(float(summary.sigma_r[i]), 5), sigma_left=round(float(summary.sigma_l[i]), 5),
+            sigma_sym=round(float(summary.sigma_sym[i]), 5),
+            low_right=round(right - half_r, 4), high_right=round(right + half_r, 4),
+            low_left=round(left - half_l, 4), high_left=round(left + half_l, 4),
+        )  # fmt: skip
+        return row
+
+
+class CalibrationWriter(MCCollector):
+    """Choose gamma_r, gamma_l and the conformal scale on validation MC samples; write ``calibration.json``.
+
+    For each side, gamma is chosen by Algorithm 1's rule (:func:`~bundle.method.uncertainty.select_gamma`: the
+    largest sharpness-CP AUC of sigma + gamma sigma_sym over ``gamma_grid``); then a split-conformal scale k makes
+    mean +- k sigma^sym reach ``coverage`` with the finite-sample guarantee (beyond the paper). Done for both
+    interval modes: ``mc`` (gamma = 0) and ``symmetric``.
+
+    Args:
+        output_path: the ``calibration.json`` to write (atomically).
+        coverage: nominal coverage of the conformal intervals.
+        gamma_grid: candidate gammas in [0, 1].
+        width_range: normalisation of the interval widths in the sharpness (§4.4): the SBR range, ``sbr_max``.
+    """
+
+    def __init__(
+        self,
+        output_path: str | os.PathLike,
+        coverage: float = 0.95,
+        gamma_grid: Sequence[float] = tuple(np.round(np.linspace(0.0, 1.0, 21), 2)),
+        width_range: float = DEFAULT_SBR_MAX,
+    ) -> None:
+        super().__init__()
+        self.output_path = Path(output_path)
+        self.coverage = float(coverage)
+        self.gamma_grid = [float(g) for g in gamma_grid]
+        self.width_range = float(width_range)
+        self.result: dict[str, Any] = {}
+
+    def _side(
+        self, truth: np.ndarray, mean: np.ndarray, sigma: np.ndarray, sigma_sym: np.ndarray, grid: Sequence[float]
+    ):
+        """gamma (Algorithm 1), conformal scale and validation figures of one side."""
+        gamma, auc = select_gamma(truth, mean, sigma, sigma_sym, grid, self.width_range)
+        half = sigma + gamma * sigma_sym  # eq. 10 of this side (Algorithm 1 pairing)
+        scale = conformal_scale(truth, mean, half, self.coverage)
+        covered = float(np.mean(interval_scores(truth, mean, half) <= scale))  # scale * half may round below |error|
+        return {"gamma": gamma, "scale": scale, "auc": auc, "validation_coverage": covered,
+                "mean_width_sbr": float(np.mean(2 * scale * half))}  # fmt: skip
+
+    def completed(self, engine: Engine) -> None:
+        if any(t is None for t in self.truths) or not self.ids:
+            raise ValueError("calibration needs SBR values for every validation case")
+        samples = self.sample_array()
+        if samples.shape[0] < 2:
+            raise ValueError("calibration needs mc_samples >= 2")
+        truth = np.stack(self.truths)  # [patients, 2], SBR
+        base = summarise_mc(samples)
+        modes: dict[str, dict[str, float]] = {}
+        for mode, grid in (("mc", [0.0]), ("symmetric", self.gamma_grid)):
+            entry: dict[str, float] = {}
+            for side, col, sigma, mean in (("r", 0, base.sigma_r, base.mean_r), ("l", 1, base.sigma_l, base.mean_l)):
+                result = self._side(truth[:, col], mean, sigma, base.sigma_sym, grid)
+                entry.update({f"{key}_{side}": value for key, value in result.items()})
+            modes[mode] = entry
+        if not all(math.isfinite(m[f"scale_{s}"]) for m in modes.values() for s in "rl"):
+            raise ValueError(
+                f"{len(self.ids)} validation cases are too few for a {self.coverage:.0%} conformal guarantee"
+            )
+        self.result = {
+            "gamma_r": modes["symmetric"]["gamma_r"], "gamma_l": modes["symmetric"]["gamma_l"],
+            "scale": {"right": modes["symmetric"]["scale_r"], "left": modes["symmetric"]["scale_l"]},
+            "coverage": self.coverage, "n_cases": len(self.ids), "mc_samples": int(samples.shape[0]),
+            "modes": modes,
+        }  # fmt: skip
+        write_json(self.output_path, self.result)
+        sym = modes["symmetric"]
+        logger.info(
+            "calibration: gamma_r=%.2f gamma_l=%.2f, conformal scale right %.3f left %.3f for %.0f%% coverage "
+            "(validation coverage %.3f / %.3f) -> %s",
+            sym["gamma_r"], sym["gamma_l"], sym["scale_r"], sym["scale_l"], 100 * self.coverage,
+            sym["validation_coverage_r"], sym["validation_coverage_l"], self.output_path,
+        )  # fmt: skip
