@@ -15,7 +15,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import json
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bundle.engine.experiments import parse_overrides  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, str]]:
@@ -41,17 +42,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     args, rest = parser.parse_known_args(argv)
     if args.image and (args.right is None or args.left is None):
         parser.error("--image needs --right and --left centroids")
-    if len(rest) % 2 or any(not k.startswith("--") for k in rest[::2]):
-        parser.error(f"extra arguments must be --key value pairs, got {rest}")
-    return args, {k[2:]: _literal(v) for k, v in zip(rest[::2], rest[1::2], strict=True)}
-
-
-def _literal(text: str) -> object:
-    """An override value as the bundle command line would read it: a Python literal if it is one, else text."""
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return {"true": True, "false": False}.get(text.lower(), text)
+        return args, parse_overrides(rest)
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def main(argv: list[str] | None = None) -> int:

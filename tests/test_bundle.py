@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, bundle_env
-from monai.bundle import ConfigParser
+from conftest import REPO, bundle_env, workflow_configs
+from monai.bundle import ConfigParser, ConfigWorkflow
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import bundle
@@ -21,7 +21,6 @@ REQUIRED_METADATA = (
     "pytorch_version",
     "numpy_version",
     "required_packages_version",
-    "optional_packages_version",
     "name",
     "task",
     "description",
@@ -62,30 +61,91 @@ def test_top_level_metadata_is_a_symlink_to_configs():
     assert link.is_symlink() and link.resolve() == (REPO / "configs" / "metadata.json").resolve()
 
 
-def test_train_config_builds_the_table1_network():
+def test_parsed_metadata_lists_every_dependency():
+    """MONAI renames the deprecated optional_packages_version by overwriting required_packages_version: the parsed
+    metadata (what ckpt_export stores in model.ts) must still list every package the bundle imports."""
+    parser = ConfigParser()
+    parser.read_meta(str(REPO / "configs" / "metadata.json"))
+    meta = parser.get("_meta_")
+    assert "optional_packages_version" not in meta
+    assert {"pytorch-ignite", "nibabel", "pydicom", "itk", "scipy", "scikit-learn", "tensorboard", "matplotlib",
+            "h5py"} <= set(meta["required_packages_version"])  # fmt: skip
+    assert any("Data-driven identification of diagnostically useful extrastriatal signal" in r
+               for r in meta["references"])  # fmt: skip
+
+
+def test_train_config_builds_the_table1_network_from_patch_size():
     parser = ConfigParser()
     parser.read_config(str(REPO / "configs" / "train.json"))
     net = parser.get_parsed_content("network_def")
     assert isinstance(net, VGGRegressor3D)
     assert sum(p.numel() for p in net.parameters()) == 14_053_441
-    for key in (
-        "bundle_root",
-        "dataset_dir",
-        "datalist",
-        "output_dir",
-        "ckpt_path",
-        "device",
-        "num_epochs",
-        "batch_size",
-        "learning_rate",
-        "sbr_max",
-        "alpha",
-        "beta",
-        "amp",
-        "seed",
-        "network_def",
-    ):
-        assert key in parser.config, key
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "configs" / "train.json"))
+    parser["patch_size"] = [34, 34, 18]
+    net = parser.get_parsed_content("network_def")  # patch_size reaches the network: 2 x 2 x 1 after 4 pools
+    assert net.patch_size == (34, 34, 18) and net.num_features == 512 * 2 * 2 * 1
+
+
+def _workflow(workflow: str, tiny_cohort, tmp_path, **overrides) -> ConfigWorkflow:
+    """A workflow as MONAI tooling (Deploy, Label, the model zoo) loads it, on the tiny cohort and a tiny model."""
+    torch.save(VGGRegressor3D(channels=(2, 2, 2, 2)).state_dict(), tmp_path / "model.pt")
+    return ConfigWorkflow(
+        config_file=workflow_configs(workflow), meta_file=str(REPO / "configs" / "metadata.json"),
+        workflow_type="train" if workflow == "training" else "infer", bundle_root=str(REPO),
+        dataset_dir=str(tiny_cohort), output_dir=str(tmp_path / "out"), ckpt_path=str(tmp_path / "model.pt"),
+        **{"network_def#channels": [2, 2, 2, 2], **overrides},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("workflow", ["training", "inference", "calibrate", "evaluating"])
+def test_monai_finds_every_workflow_property(workflow, tiny_cohort, tmp_path):
+    flow = _workflow(workflow, tiny_cohort, tmp_path)
+    flow.initialize()
+    assert flow.check_properties() == []
+
+
+def test_verify_net_in_out_passes():
+    cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file",
+           "configs/metadata.json", "--config_file", "configs/inference.json"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("workflow", ["calibrate", "evaluating"])
+def test_inference_side_workflows_share_the_preprocessing_and_its_overrides(workflow, tiny_cohort, tmp_path):
+    """One definition: the resolved preprocessing equals inference's, and reader overrides reach it everywhere."""
+    overrides = {"dicom_reader": "pydicom", "mat_lr_axis": 0, "mat_axcodes": "PLS", "resample_spacing": False}
+
+    def loader_settings(name: str) -> tuple:
+        parser = _workflow(name, tiny_cohort, tmp_path, **overrides).parser
+        parser.parse()
+        assert parser.get("preprocessing") == _raw_inference_preprocessing()
+        load = parser.get_parsed_content("preprocessing").transforms[0]
+        unit = parser.get_parsed_content("postprocessing").transforms[0]
+        return load.dicom_reader, load.mat_lr_axis, load.mat_ornt is not None, load.extract.resample, unit.sbr_max
+
+    assert loader_settings(workflow) == loader_settings("inference") == ("pydicom", 0, True, False, 6.84)
+
+
+def _raw_inference_preprocessing() -> dict:
+    return json.loads((REPO / "configs" / "inference.json").read_text())["preprocessing"]
+
+
+def test_documented_overrides_reach_the_training_objects(tiny_cohort, tmp_path):
+    """Each user-facing id changes the object it names (README "Your own cohort")."""
+    flow = _workflow("training", tiny_cohort, tmp_path, learning_rate=0.123, batch_size=3, num_epochs=5, alpha=0.07,
+                     beta=2.0, sbr_max=5.0, loss_form="hinge")  # fmt: skip
+    flow.initialize()
+    parser = flow.parser
+    assert parser.get_parsed_content("optimizer").param_groups[0]["lr"] == 0.123
+    assert parser.get_parsed_content("train#dataloader").batch_size == 3
+    assert parser.get_parsed_content("train#trainer").state.max_epochs == 5
+    loss = parser.get_parsed_content("loss")
+    assert (loss.alpha, loss.beta, loss.form) == (0.07, 2.0, "hinge")
+    target = parser.get_parsed_content("train#deterministic_transforms")[1]
+    assert target.sbr_max == 5.0
+    assert parser.get_parsed_content("validate#postprocessing").transforms[0].sbr_max == 5.0
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""configs/evaluate.json and bundle.evaluation: metrics.json against an independent recomputation, statistics by
-hand and against the 2023 paper's reported numbers, readable figures."""
+"""The evaluating workflow and bundle.evaluation: metrics and statistics on hand-computed cases and against the
+2023 paper's reported numbers, metrics.json of a real run, readable figures."""
 
 import csv
 import json
@@ -15,15 +15,12 @@ from monai.bundle import run
 from PIL import Image
 from scipy import stats
 
+from bundle.constants import SIDES
+from bundle.evaluation.predictions import EvaluationData
 from bundle.evaluation.statistics import fisher_z_interval, lins_ccc, mcnemar_exact, mean_interval, paired_ttest
-from bundle.evaluation.tables import sharpness_cp_points
+from bundle.evaluation.tables import compute_metrics, sharpness_cp_points
 from bundle.evaluation.workflow import FIGURES, needs_inference
 from bundle.method.networks import VGGRegressor3D
-
-SIDES = ("right", "left")
-THRESHOLDS = {"right": 3.401, "left": 3.345}
-Z95 = 1.959963984540054
-
 
 # --- statistics by hand -----------------------------------------------------------------------------------------
 
@@ -90,7 +87,7 @@ def test_needs_inference(tmp_path):
     assert needs_inference(predictions, ckpt)
 
 
-# --- the workflow against an independent recomputation ------------------------------------------------------
+# --- the workflow ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -112,103 +109,55 @@ def evaluate(tiny_cohort, overrides):
         bundle_root=str(REPO), dataset_dir=str(tiny_cohort), **overrides)  # fmt: skip
 
 
-def expected_metrics(predictions_csv, datalist, section, gamma_r, gamma_l, sbr_max=6.84):
-    """metrics.json recomputed with numpy / scipy only, straight from the CSV and the datalist JSON."""
-    with open(predictions_csv) as handle:
-        rows = {r["id"]: r for r in csv.DictReader(handle)}
-    cases = [c for c in json.loads(datalist.read_text())[section] if c["id"] in rows]
-    col = {k: np.array([float(rows[c["id"]][k]) for c in cases]) for k in next(iter(rows.values())) if k != "id"}
-    truth = {s: np.array([c[f"sbr_{s}"] for c in cases], dtype=float) for s in SIDES}
-    gamma = {"right": gamma_r, "left": gamma_l}
-    out = {"n": len(cases), "table3": {}, "table4": {}, "table5": {"mc": {}, "symmetric": {}}, "agreement": {},
-           "intervals": {}}  # fmt: skip
-
-    def summary(v):
-        sem = v.std(ddof=1) / np.sqrt(len(v))
-        return {"mean": v.mean(), "sd": v.std(ddof=1), "median": np.median(v),
-                "ci": [v.mean() - Z95 * sem, v.mean() + Z95 * sem]}  # fmt: skip
-
-    for s in SIDES:
-        y, p = truth[s], col[f"sbr_{s}"]
-        err = p - y
-        out["table3"][s] = {"rmse": np.sqrt(np.mean(err**2)), "mae": np.mean(np.abs(err)),
-                            "r": np.corrcoef(p, y)[0, 1], "p": stats.pearsonr(p, y).pvalue}  # fmt: skip
-        ty, tp = y < THRESHOLDS[s], p < THRESHOLDS[s]
-        tpos, fneg, fpos, tneg = (int(np.sum(ty & tp)), int(np.sum(ty & ~tp)), int(np.sum(~ty & tp)),
-                                  int(np.sum(~ty & ~tp)))  # fmt: skip
-        out["table4"][s] = {"accuracy": (tpos + tneg) / len(y),
-                            "sensitivity": tpos / (tpos + fneg) if tpos + fneg else None,
-                            "specificity": tneg / (tneg + fpos) if tneg + fpos else None,
-                            "tp": tpos, "fn": fneg, "fp": fpos, "tn": tneg}  # fmt: skip
-        for mode, unit in (("mc", col[f"sigma_{s}"]), ("symmetric", col[f"sigma_{s}"] + gamma[s] * col["sigma_sym"])):
-            ks = np.concatenate([[0.0], np.sort(np.abs(err) / unit)])
-            # covered at scale k iff |error| / unit <= k (compared with a relative tolerance of a few ulps)
-            cp = np.array([np.mean(np.abs(err) <= k * unit * (1 + 1e-12)) for k in ks])
-            width = np.array([np.mean(2 * k * unit) / sbr_max for k in ks])
-            sharp = np.clip(1 - width, 0, 1)
-            best, reach = np.argmin((1 - sharp) ** 2 + (1 - cp) ** 2), np.flatnonzero(cp >= 0.95)[0]
-
-            def point(i, ks=ks, cp=cp, sharp=sharp, width=width):
-                return {"sharpness": sharp[i], "cp": cp[i], "k": ks[i], "normalised_width": width[i]}
-
-            out["table5"][mode][s] = {"auc": np.sum((cp[1:] - cp[:-1]) * (sharp[1:] + sharp[:-1]) / 2),
-                                      "optimal": point(best), "at_95": point(reach)}  # fmt: skip
-        ccc = 2 * np.mean((p - p.mean()) * (y - y.mean())) / (p.var() + y.var() + (p.mean() - y.mean()) ** 2)
-        half = Z95 / np.sqrt(len(y) - 3)
-        value_range = y.max() - y.min()
-        out["agreement"][s] = {
-            "ccc": ccc, "ccc_ci": [np.tanh(np.arctanh(ccc) - half), np.tanh(np.arctanh(ccc) + half)],
-            "abs_residual": summary(np.abs(err)),
-            "normalised_residual": {**summary(np.abs(err) / value_range), "range": value_range},
-        }  # fmt: skip
-        inside = (col[f"low_{s}"] <= y) & (y <= col[f"high_{s}"])
-        mean_width = np.mean(col[f"high_{s}"] - col[f"low_{s}"])
-        out["intervals"][s] = {"cp": inside.mean(), "mean_width": mean_width, "sharpness": 1 - mean_width / sbr_max}
-
-    def avg(table, keys):
-        return {k: None if any(table[s][k] is None for s in SIDES) else np.mean([table[s][k] for s in SIDES])
-                for k in keys}  # fmt: skip
-
-    out["table3"]["avg"] = {**avg(out["table3"], ("rmse", "mae", "r")), "p": max(out["table3"][s]["p"] for s in SIDES)}
-    out["table4"]["avg"] = avg(out["table4"], ("accuracy", "sensitivity", "specificity"))
-    for mode in ("mc", "symmetric"):
-        t5 = out["table5"][mode]
-        t5["avg"] = {"auc": np.mean([t5[s]["auc"] for s in SIDES]),
-                     **{name: avg({s: t5[s][name] for s in SIDES}, ("sharpness", "cp", "normalised_width"))
-                        for name in ("optimal", "at_95")}}  # fmt: skip
-    out["agreement"]["avg"] = {"ccc": np.mean([out["agreement"][s]["ccc"] for s in SIDES])}
-    out["agreement"]["confidence_level"] = 0.95
-    out["intervals"]["avg"] = avg(out["intervals"], ("cp", "mean_width", "sharpness"))
-    return out
+def test_compute_metrics_on_a_hand_made_cohort():
+    """Four patients, every figure computed by hand (SBR units, thresholds 3.401 right / 3.345 left)."""
+    truth = np.array([[4.0, 4.0], [3.0, 3.2], [2.0, 2.0], [5.0, 5.0]])
+    pred = np.array([[4.5, 3.5], [3.0, 3.6], [2.5, 2.0], [5.0, 4.6]])
+    nan = np.full((4, 2), np.nan)
+    data = EvaluationData(ids=["P1", "P2", "P3", "P4"], truth=truth, pred=pred, sigma=nan, sigma_sym=nan[:, 0],
+                          low=pred - 0.6, high=pred + 0.6)  # fmt: skip
+    metrics = compute_metrics(data, gamma_r=0.5, gamma_l=0.5, sbr_max=6.84)
+    t3 = metrics["table3"]
+    # right errors +.5, 0, +.5, 0; left -.5, +.4, 0, -.4
+    assert (t3["right"]["mae"], t3["left"]["mae"]) == (pytest.approx(0.25), pytest.approx(0.325))
+    assert t3["right"]["rmse"] == pytest.approx(math.sqrt(0.125)) and t3["left"]["rmse"] == pytest.approx(
+        math.sqrt(0.1425)
+    )
+    # right: deviations (.75, -.75, -1.25, 1.25) and (.5, -.5, -1.5, 1.5): r = 4.5 / sqrt(4.25 * 5)
+    assert t3["right"]["r"] == pytest.approx(4.5 / math.sqrt(21.25))
+    assert t3["avg"]["mae"] == pytest.approx((0.25 + 0.325) / 2)
+    # Table 4: right abnormal truth (P2, P3) = predicted (P2, P3); left truth (P2, P3), predicted P3 only
+    assert metrics["table4"]["right"] == {"accuracy": 1.0, "sensitivity": 1.0, "specificity": 1.0, "tp": 2, "fn": 0,
+                                          "fp": 0, "tn": 2}  # fmt: skip
+    assert metrics["table4"]["left"] == {"accuracy": 0.75, "sensitivity": 0.5, "specificity": 1.0, "tp": 1, "fn": 1,
+                                         "fp": 0, "tn": 2}  # fmt: skip
+    # Lin's CCC right: s_xy 1.125, variances 1.0625 and 1.25, mean difference .25 -> 2.25 / 2.375
+    assert metrics["agreement"]["right"]["ccc"] == pytest.approx(18 / 19)
+    # the written intervals (pred +- 0.6) hold every right truth; left misses none either (|errors| <= .5)
+    assert metrics["intervals"]["right"] == {"cp": 1.0, "mean_width": pytest.approx(1.2),
+                                             "sharpness": pytest.approx(1 - 1.2 / 6.84)}  # fmt: skip
+    assert metrics["table5"] is None  # no sigma in these predictions: no sharpness-CP curves
+    assert metrics["n"] == 4
 
 
-def assert_same(actual, expected, path="metrics"):
-    """Same keys everywhere and every number equal to the recomputation (None stands for NaN / undefined)."""
-    if isinstance(expected, dict):
-        assert isinstance(actual, dict) and set(actual) == set(expected), f"{path}: keys {actual} vs {expected}"
-        for key in expected:
-            assert_same(actual[key], expected[key], f"{path}.{key}")
-    elif isinstance(expected, list):
-        assert isinstance(actual, list) and len(actual) == len(expected), path
-        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            assert_same(a, e, f"{path}[{i}]")
-    elif expected is None or (isinstance(expected, float) and math.isnan(expected)):
-        assert actual is None, f"{path}: {actual} should be undefined"
-    else:
-        assert actual == pytest.approx(float(expected), rel=1e-9, abs=1e-12), f"{path}: {actual} != {expected}"
-
-
-def test_metrics_json_equals_independent_recomputation(evaluated, tiny_cohort):
+def test_metrics_json_of_the_workflow(evaluated, tiny_cohort):
+    """The workflow pairs predictions.csv with the section's truths and writes the tables the README lists."""
     out, overrides = evaluated
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
-    expected = expected_metrics(out / "eval" / "predictions.csv", tiny_cohort / "datalist.json", "training", 0.3, 0.8)
-    assert metrics["n"] == 11
-    assert_same({k: v for k, v in metrics.items() if k not in ("settings", "table5")},
-                {k: v for k, v in expected.items() if k != "table5"})  # fmt: skip
+    with open(out / "eval" / "predictions.csv") as handle:
+        rows = {r["id"]: r for r in csv.DictReader(handle)}
+    cases = json.loads((tiny_cohort / "datalist.json").read_text())["training"]
+    assert metrics["n"] == len(cases) == len(rows) == 11
+    for side in SIDES:
+        errors = [abs(float(rows[c["id"]][f"sbr_{side}"]) - c[f"sbr_{side}"]) for c in cases]
+        assert metrics["table3"][side]["mae"] == pytest.approx(np.mean(errors), rel=1e-9)
+    assert set(metrics["table5"]) == {"mc", "symmetric"}
+    for mode in ("mc", "symmetric"):
+        assert 0 < metrics["table5"][mode]["right"]["auc"] <= 1
+        assert metrics["table5"][mode]["right"]["at_95"]["cp"] >= 0.95
     settings = metrics["settings"]
     assert (settings["gamma_r"], settings["gamma_l"], settings["section"]) == (0.3, 0.8, "training")
     assert settings["missing_predictions"] == [] and "uncalibrated" in settings["gamma_source"]
-    assert_same(metrics["table5"], expected["table5"])
 
 
 def test_existing_predictions_are_evaluated_without_a_model(evaluated, tiny_cohort):

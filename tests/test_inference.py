@@ -4,18 +4,19 @@ import csv
 import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 from conftest import REPO, bundle_env, workflow_configs
 from ignite.engine import Engine
-from monai.bundle import run
+from monai.bundle import ConfigParser, run
 
-from bundle.data import SBRUnitsd
+from bundle.data import SBRUnitsd, load_cases
 from bundle.engine.checkpoints import load_network
 from bundle.engine.writers import PredictionWriter
-from bundle.method.networks import VGGRegressor3D
+from bundle.method.networks import SymmetricRegressor, VGGRegressor3D
 from bundle.method.uncertainty import GAUSSIAN_95, IntervalSettings
 
 TINY = "[4,4,4,4]"
@@ -76,13 +77,22 @@ def test_same_seed_same_intervals_and_deterministic_mode(trained, tiny_cohort, t
     for name in ("a", "b"):
         run_config("inference", tiny_cohort, ckpt_path=ckpt, output_dir=str(tmp_path / name))
     assert (tmp_path / "a" / "predictions.csv").read_text() == (tmp_path / "b" / "predictions.csv").read_text()
-    run_config("inference", tiny_cohort, ckpt_path=ckpt, output_dir=str(tmp_path / "d"),
-               mc_samples=0)  # fmt: skip
+    run_config("inference", tiny_cohort, ckpt_path=ckpt, output_dir=str(tmp_path / "d"), mc_samples=0, amp=False)
     rows = read_rows(tmp_path / "d" / "predictions.csv")
     assert all(r["sigma_right"] == "" and r["low_left"] == "" and r["sbr_right"] != "" for r in rows)
-    # deterministic prediction equals the network in eval mode
-    net = load_network(VGGRegressor3D(channels=(4, 4, 4, 4)), ckpt, "cpu")
-    assert net.training is False
+    # deterministic prediction = the eval-mode network on the preprocessed pair, times sbr_max
+    parser = ConfigParser()
+    parser.read_config(workflow_configs("inference"))
+    parser.update({"bundle_root": str(REPO), "dataset_dir": str(tiny_cohort), "network_def#channels": [4, 4, 4, 4]})
+    preprocessing = parser.get_parsed_content("preprocessing")
+    net = SymmetricRegressor(load_network(VGGRegressor3D(channels=(4, 4, 4, 4)), ckpt, "cpu"))
+    cases = {c["id"]: c for c in load_cases(tiny_cohort / "datalist.json", "test", tiny_cohort)}
+    with torch.no_grad():
+        for row in rows:
+            pair = preprocessing(dict(cases[row["id"]]))["image"][None]
+            expected = net(pair)[0].double() * 6.84
+            assert float(row["sbr_right"]) == pytest.approx(float(expected[0]), abs=6e-5)
+            assert float(row["sbr_left"]) == pytest.approx(float(expected[1]), abs=6e-5)
 
 
 def test_calibration_then_inference_uses_it(trained, tiny_cohort, tmp_path):
@@ -125,15 +135,25 @@ def test_prediction_writer_by_hand(tmp_path):
     assert GAUSSIAN_95 == pytest.approx(1.96, abs=1e-3)
 
 
-def test_torchscript_export_matches_the_checkpoint(trained, tiny_cohort, tmp_path):
+def _archive_json(ts, name: str) -> dict:
+    """A JSON file stored in a TorchScript archive's ``extra/`` folder, read back with zipfile."""
+    with zipfile.ZipFile(ts) as archive:
+        member = next(n for n in archive.namelist() if n.endswith(f"extra/{name}"))
+        return json.loads(archive.read(member))
+
+
+def test_torchscript_export_matches_the_checkpoint_and_records_its_config(trained, tiny_cohort, tmp_path):
     ts = tmp_path / "model.ts"
     cmd = [
-        sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts),
-        "--ckpt_file", str(trained / "model.pt"), "--meta_file", "configs/metadata.json",
-        "--config_file", "configs/inference.json", "--network_def#channels", TINY,
+        sys.executable, "scripts/export_torchscript.py", "--filepath", str(ts), "--ckpt", str(trained / "model.pt"),
+        "--network_def#channels", TINY,
     ]  # fmt: skip
     result = subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    # the archive says which network the weights are (the override), and its metadata keeps every dependency
+    assert _archive_json(ts, "inference.json")["network_def"]["channels"] == [4, 4, 4, 4]
+    packages = _archive_json(ts, "metadata.json")["required_packages_version"]
+    assert {"pytorch-ignite", "nibabel", "itk", "h5py"} <= set(packages)
     scripted = torch.jit.load(str(ts))
     eager = load_network(VGGRegressor3D(channels=(4, 4, 4, 4)), trained / "model.pt", "cpu")
     x = torch.rand(3, 1, 50, 50, 20) + 0.5

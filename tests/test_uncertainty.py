@@ -6,7 +6,9 @@ import pytest
 from bundle.method.uncertainty import (
     conformal_scale,
     coverage_probability,
+    interval_scores,
     mc_standard_deviations,
+    select_gamma,
     sharpness,
     sharpness_cp_auc,
     sharpness_cp_curve,
@@ -97,3 +99,19 @@ def test_conformal_intervals_cover_new_cases():
     covered = coverage_probability(error[2000:], np.zeros(2000), k * sigma[2000:])
     assert 0.935 <= covered <= 0.965
     assert coverage_probability(error[2000:], np.zeros(2000), 1.96 * sigma[2000:]) < 0.93
+
+
+def test_interval_scores_by_hand():
+    assert interval_scores([1.0, 2.0, 3.0], [0.5, 2.0, 4.0], [0.25, 1.0, 2.0]).tolist() == [2.0, 0.0, 0.5]
+
+
+def test_algorithm1_gamma_choice_by_hand():
+    """Two cases, errors 1 and 0.1, sigma 0.1, sigma_sym (1, 0); widths / 10. gamma = 0: scores (10, 1), curve
+    (CP, sharpness) = (0, 1), (.5, .98), (1, .8), AUC .94; gamma = 1: scores (1/1.1, 1), AUC ~ .9155. So 0 wins."""
+    truth, centre = np.array([1.0, 0.1]), np.zeros(2)
+    sigma, sigma_sym = np.array([0.1, 0.1]), np.array([1.0, 0.0])
+    assert sharpness_cp_auc(truth, centre, sigma, 10.0) == pytest.approx(0.94)
+    assert sharpness_cp_auc(truth, centre, sigma + sigma_sym, 10.0) == pytest.approx(0.915455, abs=1e-6)
+    for grid in ([0.0, 1.0], [1.0, 0.0]):
+        gamma, auc = select_gamma(truth, centre, sigma, sigma_sym, grid, value_range=10.0)
+        assert (gamma, auc) == (0.0, pytest.approx(0.94))

@@ -171,21 +171,21 @@ def rank_zero_first(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """
     if idist.get_world_size() == 1:
         return fn(*args, **kwargs)
-    status, result, error = "ok", None, None
+    status, result, error = ["ok"], None, None
     with idist.one_rank_first(rank=0):
         if idist.get_rank() == 0:
             try:
                 result = fn(*args, **kwargs)
             except Exception as err:  # shared with the other ranks below, then raised
-                error, status = err, f"{type(err).__name__}: {err}"
+                error, status = err, [f"{type(err).__name__}: {err}"]
         else:  # rank 0 has finished: learn whether it failed before doing the same work
-            status = idist.broadcast(None, src=0, safe_mode=True)
-            if status == "ok":
+            dist.broadcast_object_list(status, src=0)
+            if status[0] == "ok":
                 result = fn(*args, **kwargs)
     if idist.get_rank() == 0:
-        idist.broadcast(status, src=0, safe_mode=True)
+        dist.broadcast_object_list(status, src=0)
         if error is not None:
             raise error
-    elif status != "ok":
-        raise RuntimeError(f"{getattr(fn, '__name__', fn)} failed on rank 0: {status}")
+    elif status[0] != "ok":
+        raise RuntimeError(f"{getattr(fn, '__name__', fn)} failed on rank 0: {status[0]}")
     return result  # type: ignore[return-value]

@@ -1,0 +1,48 @@
+"""TorchScript export that records the configuration it was exported with.
+
+MONAI's ``ckpt_export`` stores each config *file* in the TorchScript archive (``extra/inference.json``), so command
+line overrides such as ``--network_def#channels`` are lost there and the archive describes another network. Here the
+config files are merged and the overrides applied first; that one resolved-by-text config is what is exported and
+stored (with ``metadata.json``), so the archive says what the weights are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigParser, ckpt_export
+
+__all__ = ["merged_config", "export_torchscript"]
+
+
+def merged_config(config_files: str | Sequence[str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The raw (unparsed) config of ``config_files`` layered in order, with ``overrides`` (``a#b`` ids) applied."""
+    parser = ConfigParser()
+    parser.read_config(f=config_files)
+    parser.update(dict(overrides or {}))
+    return parser.get()
+
+
+def export_torchscript(
+    filepath: str | os.PathLike,
+    ckpt_file: str | os.PathLike,
+    config_files: str | Sequence[str] = "configs/inference.json",
+    meta_file: str | os.PathLike = "configs/metadata.json",
+    overrides: Mapping[str, Any] | None = None,
+) -> Path:
+    """Export ``network_def`` with the weights of ``ckpt_file`` to TorchScript at ``filepath`` (via MONAI's
+    ``ckpt_export``); ``extra/inference.json`` inside holds the merged config with ``overrides`` applied."""
+    config = merged_config(config_files, overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        merged = Path(tmp) / "inference.json"
+        merged.write_text(json.dumps(config, indent=4))
+        ckpt_export(
+            net_id="network_def", filepath=str(filepath), ckpt_file=str(ckpt_file), meta_file=str(meta_file),
+            config_file=str(merged),
+        )  # fmt: skip
+    return Path(filepath)
