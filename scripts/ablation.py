@@ -301,7 +301,7 @@ def markdown(result: Mapping[str, Any]) -> str:
         "",
         table4_markdown(rows, labels),
         "",
-        "## Table 5 shape: interval quality (widths / 6.84; optimal = closest to (1, 1))",
+        "## Table 5 shape: interval quality (widths / sbr_max; optimal = closest to (1, 1))",
         "",
         table5_markdown(rows, labels),
         "",

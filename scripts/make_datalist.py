@@ -1,4 +1,4 @@
-"""Build a datalist JSON (DESIGN.md form 1) from a folder of volumes and a CSV of centroids and SBRs.
+"""Build a datalist JSON (README "Your own cohort", full-volume form) from a folder of volumes and a CSV.
 
 CSV columns (header row; extra columns are ignored):
 

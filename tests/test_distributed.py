@@ -102,7 +102,8 @@ def test_two_rank_training_matches_a_single_process(tmp_path, cohort):
                     "$torch.save({k: float(v) for k, v in @validate#evaluator.state.metrics.items()}, "
                     f"{save.format('metrics')})",
                     # validation fits one batch per rank: the last output holds all of this rank's cases
-                    "$torch.save({k: @validate#evaluator.state.output[k] * @sbr_max for k in ('pred', 'label')}, "
+                    # (in SBR units already: the evaluator's postprocessing)
+                    "$torch.save({k: @validate#evaluator.state.output[k] for k in ('pred', 'label')}, "
                     f"{save.format('val')})",
                 ]
             }

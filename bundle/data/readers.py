@@ -14,7 +14,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
+import pydicom
+from pydicom.misc import is_dicom
+from scipy.io import loadmat
 
 __all__ = ["MAT_KEYS", "MatPair", "error_message", "read_mat_pair", "check_dicom_series", "list_dicom_files"]
 
@@ -90,20 +94,14 @@ def error_message(exc: BaseException) -> str:
 
 
 def _is_hdf5(path: Path) -> bool:
-    import h5py
-
     return bool(h5py.is_hdf5(path))
 
 
 def _read_v5_mat(path: Path) -> dict[str, np.ndarray]:
-    from scipy.io import loadmat
-
     return {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
 
 
 def _read_h5_mat(path: Path) -> dict[str, np.ndarray]:
-    import h5py
-
     with h5py.File(path, "r") as f:
         return {k: np.asarray(v).T for k, v in f.items() if isinstance(v, h5py.Dataset)}
 
@@ -118,8 +116,6 @@ def _one_line(err: BaseException) -> str:
 
 def list_dicom_files(folder: str | os.PathLike) -> list[Path]:
     """Files directly in ``folder`` that pydicom recognises as DICOM (preamble + ``DICM``), sorted by name."""
-    from pydicom.misc import is_dicom
-
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_dicom(p))
 
 
@@ -132,8 +128,6 @@ def check_dicom_series(
     ``Rows`` and ``Columns`` in every file; slice positions (``ImagePositionPatient`` projected on the slice
     normal) distinct and evenly spaced, so that a missing slice is detected as a gap.
     """
-    import pydicom
-
     where = f"{case_id}: {field}:"
     folder = Path(folder)
     if not folder.is_dir():
