@@ -94,7 +94,7 @@ def make_rows(alpha: float, beta: float) -> dict[str, Row]:
     }  # fmt: skip
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
     """What every row shares (same split, seeds, width, epochs, MC samples)."""
 

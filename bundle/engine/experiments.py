@@ -73,7 +73,7 @@ def _literal(text: str) -> Any:
         return {"true": True, "false": False}.get(text.lower(), text)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BundleRunner:
     """Runs bundle workflows from ``bundle_root`` with the shared overrides (data, device, network width).
 
