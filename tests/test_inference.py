@@ -22,7 +22,7 @@ from bundle.method.uncertainty import GAUSSIAN_95, IntervalSettings
 TINY = "[4,4,4,4]"
 COLUMNS = (
     "id,sbr_right,sbr_left,sigma_right,sigma_left,sigma_sym,low_right,high_right,low_left,high_left,"
-    "abnormal_right,abnormal_left"
+    "abnormal_right,abnormal_left,interval_kind,nominal_coverage"
 ).split(",")
 
 
@@ -43,7 +43,7 @@ def trained(tmp_path_factory, tiny_cohort):
 def run_config(workflow: str, tiny_cohort, **overrides):
     run(
         workflow, config_file=workflow_configs(workflow), meta_file=str(REPO / "configs" / "metadata.json"),
-        logging_file=str(REPO / "configs" / "logging.conf"), bundle_root=str(REPO), dataset_dir=str(tiny_cohort),
+        bundle_root=str(REPO), dataset_dir=str(tiny_cohort),
         **{"network_def#channels": [4, 4, 4, 4], "mc_samples": 20, "reports": False, **overrides},
     )  # fmt: skip
 
@@ -53,10 +53,11 @@ def read_rows(path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_inference_writes_the_design_files(trained, tiny_cohort, tmp_path):
+def test_inference_writes_the_design_files(trained, tiny_cohort, tmp_path, capsys):
     out = tmp_path / "inf"
     run_config("inference", tiny_cohort, ckpt_path=str(trained / "model.pt"), output_dir=str(out),
                reports=True)  # fmt: skip
+    assert "WARNING - UNCALIBRATED intervals: symmetric MC dropout, uncalibrated" in capsys.readouterr().out
     rows = read_rows(out / "predictions.csv")
     test_ids = [c["id"] for c in json.loads((tiny_cohort / "datalist.json").read_text())["test"]]
     assert [r["id"] for r in rows] == test_ids
@@ -68,7 +69,8 @@ def test_inference_writes_the_design_files(trained, tiny_cohort, tmp_path):
     assert read_rows(out / "errors.csv") == []
     patient = json.loads((out / "patients" / f"{test_ids[0]}.json").read_text())
     assert patient["mc_samples"] == 20 and patient["true_sbr_right"] is not None
-    assert "uncalibrated" in patient["intervals"]["description"]
+    assert "uncalibrated" in patient["intervals"]["description"] and patient["intervals"]["kind"] == "uncalibrated"
+    assert {(r["interval_kind"], r["nominal_coverage"]) for r in rows} == {("uncalibrated", "")}
     assert (out / "patients" / f"{test_ids[0]}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -112,6 +114,10 @@ def test_calibration_then_inference_uses_it(trained, tiny_cohort, tmp_path):
     intervals = json.loads(patient.read_text())["intervals"]
     assert "calibrated to 80% coverage" in intervals["description"]
     assert intervals["scale_r"] == pytest.approx(calibration["scale"]["right"])
+    assert (intervals["kind"], intervals["coverage"]) == ("calibrated", 0.8)
+    assert {(r["interval_kind"], r["nominal_coverage"]) for r in read_rows(out / "predictions.csv")} == {
+        ("calibrated", "0.8")
+    }
 
 
 def test_prediction_writer_by_hand(tmp_path):

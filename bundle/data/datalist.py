@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "case_form",
     "sbr_problem",
     "validate_case",
+    "case_path",
     "load_cases",
     "resolve_datalist",
 ]
@@ -145,6 +147,24 @@ def validate_case(case: Mapping[str, Any], require_sbr: bool = False) -> list[st
     return problems
 
 
+def case_path(base: str | os.PathLike, value: str, case_id: str = "<no id>", field: str = "image") -> Path:
+    """A datalist path made absolute: relative paths are taken from ``base`` (``dataset_dir``) and may not climb
+    out of it (``../`` past ``base`` is refused, one line); absolute paths are kept (cohorts often live elsewhere).
+
+    The one place the rule is enforced; symbolic links inside ``base`` are followed when the file is read.
+    """
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    joined = Path(base) / path
+    if not Path(os.path.abspath(joined)).is_relative_to(os.path.abspath(base)):
+        raise ValueError(
+            f"{case_id}: {field}: relative path {value!r} leaves dataset_dir {base}; give files outside it as "
+            "absolute paths"
+        )
+    return joined
+
+
 def load_cases(
     datalist: str | os.PathLike,
     section: str,
@@ -184,10 +204,14 @@ def load_cases(
     }
     base = Path(dataset_dir) if dataset_dir is not None else path.parent
     cases, seen = [], set()
+    if not content[section]:
+        raise ValueError(f"datalist {path}: section {section!r} is empty; there is nothing to run on")
     for i, raw in enumerate(content[section]):
         if not isinstance(raw, dict) or not raw.get("id"):
             raise ValueError(f"datalist {path}: {section}[{i}] has no 'id'")
         case_id = str(raw["id"])
+        if any(unicodedata.category(ch).startswith("C") for ch in case_id):
+            raise ValueError(f"datalist {path}: {section}[{i}] id {case_id!r} contains control characters")
         if case_id in seen or case_id in other_ids:
             where = f"{section!r}" if case_id in seen else f"{other_ids[case_id]!r} and {section!r}"
             raise ValueError(f"{case_id}: id: duplicate id {case_id!r} in {where} (datalist {path})")
@@ -195,7 +219,7 @@ def load_cases(
         case = dict(raw, id=case_id)
         for key in PATH_KEYS:
             if isinstance(case.get(key), str):
-                case[key] = str(base / case[key])
+                case[key] = str(case_path(base, case[key], case_id, key))
         cases.append(case)
     if validate:
         required = section in LABELLED_SECTIONS if require_sbr is None else require_sbr

@@ -11,11 +11,14 @@ Every bad input raises a one-line ``ValueError`` (``FileNotFoundError`` for a mi
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.data import ITKReader, MetaTensor, NibabelReader, PydicomReader
@@ -35,7 +38,7 @@ from bundle.data.patches import (
     spacing_differs,
     spacing_of,
 )
-from bundle.data.readers import check_dicom_series, error_message, read_mat_pair
+from bundle.data.readers import check_dicom_series, read_mat_pair, short_reason
 
 __all__ = ["LoadNigralPatchesd", "MAT_SBR_MAX"]
 
@@ -43,6 +46,27 @@ MAT_SBR_MAX = DEFAULT_SBR_MAX
 """The original release stores ``true_sbr`` divided by this constant (the paper's sbr_max)."""
 
 logger = logging.getLogger(__name__)
+
+
+def _missing(path: Path) -> str:
+    """Why an absent ``path`` is absent: a symbolic link loop, a broken link, or no file."""
+    if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as err:
+            return "symbolic link loop" if err.errno == errno.ELOOP else "broken symbolic link (its target is missing)"
+    return "file not found"
+
+
+def _nifti_problem(path: Path) -> str | None:
+    """What nibabel says of an unreadable NIfTI file (MONAI's loader reports every reader's failure at length)."""
+    if path.stat().st_size == 0:
+        return "empty file"
+    try:
+        np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception as err:
+        return f"not a readable NIfTI file: {short_reason(err)}"
+    return None
 
 
 class LoadNigralPatchesd(Transform):
@@ -114,6 +138,7 @@ class LoadNigralPatchesd(Transform):
             self.mat_ornt = nio.ornt_transform(nio.axcodes2ornt(tuple(mat_axcodes)), nio.axcodes2ornt("RAS"))
         self.require_sbr = require_sbr
         self.max_obliquity = float(max_obliquity)
+        self._loaders: dict[str, LoadImage] = {}
         self.orient = Orientation(axcodes="RAS", labels=None)
         self.flip = Flip(spatial_axis=LR_AXIS)
         self.pad = BorderPad(spatial_border=self.margins.tolist(), mode="edge")
@@ -148,18 +173,19 @@ class LoadNigralPatchesd(Transform):
         """A channel-first 3D float32 ``MetaTensor`` from a NIfTI (or other ITK-readable) file or DICOM folder."""
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{case}: {field}: file not found: {path}")
+            raise FileNotFoundError(f"{case}: {field}: {_missing(path)}: {path}")
         if path.is_dir():
             check_dicom_series(path, case, field, instance_order=self.dicom_reader == "pydicom")
-            reader = ITKReader() if self.dicom_reader == "itk" else PydicomReader()
+            kind = self.dicom_reader
         elif path.name.endswith((".nii", ".nii.gz")):
-            reader = NibabelReader()
+            kind = "nifti"
         else:
-            reader = None
+            kind = "any"
         try:
-            image = LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
+            image = self._loader(kind)(str(path))
         except Exception as err:  # any reader failure means an unreadable file
-            raise ValueError(f"{case}: {field}: cannot read {path.name} ({error_message(err)})") from None
+            reason = _nifti_problem(path) if kind == "nifti" else None
+            raise ValueError(f"{case}: {field}: cannot read {path.name} ({reason or short_reason(err)})") from None
         shape = tuple(image.shape)
         spatial = shape
         while len(spatial) > 3 and spatial[-1] == 1:
@@ -168,6 +194,13 @@ class LoadNigralPatchesd(Transform):
             dims = 2 if len(spatial) == 3 else len(spatial)
             raise ValueError(f"{case}: {field}: {dims}D image of shape {shape}; need a single 3D volume")
         return MetaTensor(image.as_tensor().reshape(spatial)[None], meta=dict(image.meta))
+
+    def _loader(self, kind: str) -> LoadImage:
+        """One MONAI ``LoadImage`` per reader kind, made on first use and reused for every case."""
+        if kind not in self._loaders:
+            reader = {"nifti": NibabelReader, "itk": ITKReader, "pydicom": PydicomReader}.get(kind)
+            self._loaders[kind] = LoadImage(reader=reader() if reader else None, image_only=True, dtype=np.float32)
+        return self._loaders[kind]
 
     def _from_patch_files(self, d: dict[Hashable, Any]) -> dict[str, MetaTensor]:
         case, out = case_id(d), {}

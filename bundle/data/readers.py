@@ -11,6 +11,7 @@ Every error is a one-line ``ValueError`` (``FileNotFoundError`` for a missing pa
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,15 @@ import pydicom
 from pydicom.misc import is_dicom
 from scipy.io import loadmat
 
-__all__ = ["MAT_KEYS", "MatPair", "error_message", "read_mat_pair", "check_dicom_series", "list_dicom_files"]
+__all__ = [
+    "MAT_KEYS",
+    "MatPair",
+    "error_message",
+    "short_reason",
+    "read_mat_pair",
+    "check_dicom_series",
+    "list_dicom_files",
+]
 
 MAT_KEYS = ("right_patch", "left_patch")
 """Array names of a ``.mat`` pair; ``true_sbr`` = [right, left] / sbr_max (6.84) is optional."""
@@ -81,16 +90,31 @@ def read_mat_pair(path: str | os.PathLike, case_id: str = "<no id>", shape: tupl
 def error_message(exc: BaseException) -> str:
     """The one-line root cause of ``exc``, following ``__cause__`` through MONAI's ``RuntimeError`` wrappers.
 
-    The bundle's own input errors come back verbatim (``"{case_id}: {field}: ..."``); anything else is prefixed
-    with its exception type.
+    The bundle's own input errors come back verbatim (``"{case_id}: {field}: ..."``, whitespace collapsed to one
+    line); anything else as :func:`short_reason` (type, first line, no object addresses, bounded length).
     """
+    root = _root_cause(exc)
+    text = " ".join(str(root).split())
+    ours = isinstance(root, ValueError) or (isinstance(root, FileNotFoundError) and root.errno is None)
+    return text if ours and text else short_reason(root)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The last exception of ``exc``'s ``__cause__`` chain (MONAI wraps transform errors in ``RuntimeError``)."""
     root, seen = exc, {id(exc)}
     while root.__cause__ is not None and id(root.__cause__) not in seen:
         root = root.__cause__
         seen.add(id(root))
-    text = " ".join(str(root).split())
-    ours = isinstance(root, ValueError) or (isinstance(root, FileNotFoundError) and root.errno is None)
-    return text if ours and text else f"{type(root).__name__}: {text}".rstrip(": ")
+    return root
+
+
+def short_reason(exc: BaseException, limit: int = 160) -> str:
+    """``Type: first line of the message`` of ``exc``'s root cause, object addresses removed, at most ``limit``
+    characters: a reason that fits in a one-line error."""
+    root = _root_cause(exc)
+    text = re.sub(r"<([^<>]*?) at 0x[0-9a-fA-F]+>", r"<\1>", str(root).strip().split("\n")[0])
+    reason = f"{type(root).__name__}: {text}" if text else type(root).__name__
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
 def _is_hdf5(path: Path) -> bool:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,7 @@ class CheckpointSaver:
             raise ValueError("a fixed filename needs key_metric and n_saved=1")
         if key_metric is None and int(save_interval) < 1:
             raise ValueError(f"save_interval must be >= 1, got {save_interval}")
+        self.save_dir = Path(save_dir)
         self.key_metric = key_metric
         self.sign = -1.0 if key_metric_negative_sign else 1.0
         self.epoch_level = epoch_level
@@ -138,6 +140,26 @@ class CheckpointSaver:
 
     def state_dict(self) -> dict[str, Any]:
         return dict(self.checkpoint.state_dict())
+
+    def adopt_existing(self) -> list[Path]:
+        """Take over the files that an earlier run of this interval saver left in ``save_dir`` (before a resume):
+        the newest ``n_saved`` enter its record, so that the next saves replace them by the usual policy, and the
+        older ones are deleted. Returns the deleted files. A key-metric saver's record comes from the training
+        state instead (:class:`~bundle.engine.resume.TrainingState`)."""
+        if self.key_metric is not None:
+            return []
+        pattern = re.compile(rf"^(?:.*_)?{self.checkpoint.score_name}=(\d+)\.pt$")
+        found = sorted(
+            (int(match.group(1)), path)
+            for path in self.save_dir.glob("*.pt")
+            if (match := pattern.match(path.name)) is not None
+        )
+        n_saved = self.checkpoint.n_saved or len(found)
+        stale = [path for _, path in found[:-n_saved]] if len(found) > n_saved else []
+        for path in stale:
+            path.unlink()
+        self.checkpoint.load_state_dict({"_saved": [(score, path.name) for score, path in found[-n_saved:]]})
+        return stale
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.checkpoint.load_state_dict(state)

@@ -4,8 +4,8 @@
   bookkeeping to a full-state checkpoint, as tensors and plain numbers only (``weights_only``-loadable).
 - :class:`EpochSampler` shuffles with a per-epoch seed and can skip the already trained part of an epoch, so
   that resuming from a mid-epoch checkpoint replays exactly the remaining batches.
-- :func:`resume_training` loads the latest checkpoint; :class:`NonFiniteLossGuard` stops on NaN/Inf;
-  :func:`check_output_dir` reports unwritable folders or too little disk before the first epoch.
+- :func:`resume_training` loads the latest checkpoint and keeps only the checkpoints the savers' policy keeps;
+  :class:`NonFiniteLossGuard` stops on NaN/Inf.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from monai.transforms import Randomizable
-from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from bundle.engine.checkpoints import CheckpointSaver
@@ -34,8 +32,6 @@ __all__ = [
     "latest_checkpoint",
     "resume_training",
     "NonFiniteLossGuard",
-    "check_output_dir",
-    "checkpoint_size_mb",
 ]
 
 logger = logging.getLogger(__name__)
@@ -157,10 +153,17 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
 
 
 def resume_training(
-    checkpoint_dir: str | os.PathLike, to_load: Mapping[str, Any], trainer: Engine, sampler: Any = None
+    checkpoint_dir: str | os.PathLike,
+    to_load: Mapping[str, Any],
+    trainer: Engine,
+    sampler: Any = None,
+    savers: Sequence[CheckpointSaver | None] = (),
 ) -> Path | None:
     """Load the latest checkpoint of ``checkpoint_dir`` into ``to_load`` (model, optimizer, trainer, state)
     and make ``sampler`` skip the part of the interrupted epoch that was already trained. Says from where.
+
+    The interval ``savers`` take over the checkpoint files already there (:meth:`CheckpointSaver.adopt_existing`),
+    so that after the resume only the checkpoints their policy keeps remain.
 
     Exact (bit-identical to an uninterrupted run on CPU) with :class:`EpochSampler` and ``num_workers=0``; with
     another sampler (e.g. multi-GPU) a mid-epoch resume restarts the interrupted epoch's data order.
@@ -177,6 +180,10 @@ def resume_training(
     done_in_epoch = iteration % epoch_length if epoch_length else 0
     if isinstance(sampler, EpochSampler) and done_in_epoch:
         sampler.skip(done_in_epoch * trainer.data_loader.batch_size)
+    for saver in savers:
+        if saver is not None:
+            for stale in saver.adopt_existing():
+                logger.info("removed %s: older than what the checkpoint policy keeps", stale.name)
     logger.info(
         "resuming from %s: epoch %d, iteration %d (%d of %d iterations of the epoch done)",
         path.name, iteration // epoch_length + (1 if done_in_epoch else 0), iteration, done_in_epoch, epoch_length,
@@ -205,24 +212,3 @@ class NonFiniteLossGuard:
                 f"non-finite loss ({value}) at epoch {engine.state.epoch}, iteration {engine.state.iteration}: "
                 "training stopped; the last good checkpoint is kept (lower learning_rate or check the data)"
             )
-
-
-def check_output_dir(path: str | os.PathLike, required_mb: float = 0.0) -> None:
-    """Fail early (before the first epoch) if ``path`` cannot be created/written or lacks ``required_mb`` of disk."""
-    folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write_test_{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise PermissionError(f"output folder {folder} is not writable: {err.strerror or err}") from None
-    free_mb = shutil.disk_usage(folder).free / 2**20
-    if free_mb < required_mb:
-        raise OSError(f"only {free_mb:.0f} MB free in {folder}; checkpoints need about {required_mb:.0f} MB")
-
-
-def checkpoint_size_mb(network: nn.Module) -> float:
-    """Disk needed by the checkpoints of one run: model + Adam moments, two full-state files, plus model.pt."""
-    params_mb = sum(p.numel() * p.element_size() for p in network.parameters()) / 2**20
-    return params_mb * 3 * 2 + params_mb

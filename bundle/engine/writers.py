@@ -21,7 +21,7 @@ from ignite.engine import Engine, Events
 from bundle.constants import ABNORMAL_SBR, DEFAULT_SBR_MAX
 from bundle.evaluation.predictions import PREDICTION_COLUMNS
 from bundle.evaluation.report import patient_report
-from bundle.io import write_csv, write_json
+from bundle.io import inside, safe_file_stem, staged_outputs, write_csv, write_json
 from bundle.method.uncertainty import (
     GAUSSIAN_95,
     IntervalSettings,
@@ -43,23 +43,40 @@ def load_interval_settings(
     """Interval settings for inference.
 
     ``mode="symmetric"`` (the paper's symmetric MC, eq. 10) or ``"mc"`` (plain MC dropout, gamma = 0). A
-    ``calibration.json`` (from ``configs/calibrate.json``) supplies gamma and the conformal scale for its mode;
+    ``calibration.json`` (from the ``calibrate`` workflow) supplies gamma and the conformal scale for its mode;
     without one, the given gammas and a Gaussian +-1.96 SD are used and the intervals are labelled uncalibrated.
+    A malformed file is a one-line ``ValueError`` naming it and the problem.
     """
     if mode not in ("symmetric", "mc"):
         raise ValueError(f"interval_mode must be 'symmetric' or 'mc', got {mode!r}")
     if calibration_path and Path(calibration_path).is_file():
-        calibration = json.loads(Path(calibration_path).read_text())
-        entry = calibration["modes"][mode]
-        coverage = calibration["coverage"]
-        return IntervalSettings(
-            entry["gamma_r"], entry["gamma_l"], entry["scale_r"], entry["scale_l"],
-            f"{mode} MC dropout, calibrated to {coverage:.0%} coverage ({calibration_path})",
-        )  # fmt: skip
+        return _read_calibration(Path(calibration_path), mode)
     if mode == "mc":
         gamma_r = gamma_l = 0.0
     return IntervalSettings(
         gamma_r, gamma_l, GAUSSIAN_95, GAUSSIAN_95, f"{mode} MC dropout, uncalibrated (+-1.96 SD, no calibration.json)"
+    )
+
+
+def _read_calibration(path: Path, mode: str) -> IntervalSettings:
+    """The settings of one mode of a ``calibration.json``; one-line ``ValueError`` naming the file otherwise."""
+    try:
+        calibration = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        problem = f"not valid JSON ({type(err).__name__})"
+        raise ValueError(f"calibration file {path}: {problem}; run calibrate again") from None
+    try:
+        entry = calibration["modes"][mode]
+        coverage = float(calibration["coverage"])
+        values = [float(entry[key]) for key in ("gamma_r", "gamma_l", "scale_r", "scale_l")]
+    except (KeyError, TypeError, ValueError) as err:
+        problem = f"no {err}" if isinstance(err, KeyError) else f"a value is not a number ({err})"
+        where = f"calibration file {path}"
+        raise ValueError(f"{where}: {problem} for interval mode {mode!r}; run calibrate again") from None
+    if not all(math.isfinite(v) and v >= 0 for v in values) or not 0 < coverage < 1:
+        raise ValueError(f"calibration file {path}: gamma, scale or coverage out of range; run calibrate again")
+    return IntervalSettings(
+        *values, f"{mode} MC dropout, calibrated to {coverage:.0%} coverage ({path})", "calibrated", coverage
     )
 
 
@@ -132,27 +149,40 @@ class PredictionWriter(MCCollector):
         samples = self.sample_array()
         deterministic = samples.shape[0] == 1
         s = self.intervals
+        if not deterministic and s.kind != "calibrated":
+            logger.warning(
+                "UNCALIBRATED intervals: %s. They have no coverage guarantee (about half of the cases on the demo "
+                "model); run the calibrate workflow first. predictions.csv and the reports say 'uncalibrated'.",
+                s.description,
+            )
         summary = summarise_mc(samples, s.gamma_r, s.gamma_l)
-        self.rows = [self._row(i, summary, deterministic) for i in range(len(self.ids))]
-        patients = self.output_dir / "patients"
-        for i, row in enumerate(self.rows):
-            truth = self.truths[i]
-            record = {
-                **row,
-                "true_sbr_right": None if truth is None else float(truth[0]),
-                "true_sbr_left": None if truth is None else float(truth[1]),
-                "mc_samples": 0 if deterministic else int(samples.shape[0]),
-                "intervals": None if deterministic else s.as_dict(),
-            }
-            write_json(patients / f"{row['id']}.json", record)
-            if self.keep_images:
-                patient_report(self.images[i], record, patients / f"{row['id']}.png")
-        write_csv(self.output_dir / "predictions.csv", PREDICTION_COLUMNS, self.rows)
-        write_csv(self.output_dir / "errors.csv", ("id", "error"), list(self.errors))
+        errors, stems, cases = list(self.errors), {}, []
+        for i, case_id in enumerate(self.ids):
+            try:
+                cases.append((i, _file_stem(case_id, stems)))
+            except ValueError as err:
+                logger.error("skipping case: %s", err)
+                errors.append({"id": case_id, "error": str(err)})
+        self.rows = [self._row(i, summary, deterministic) for i, _ in cases]
+        with staged_outputs(self.output_dir) as staging:
+            for (i, stem), row in zip(cases, self.rows, strict=True):
+                truth = self.truths[i]
+                record = {
+                    **row,
+                    "true_sbr_right": None if truth is None else float(truth[0]),
+                    "true_sbr_left": None if truth is None else float(truth[1]),
+                    "mc_samples": 0 if deterministic else int(samples.shape[0]),
+                    "intervals": None if deterministic else s.as_dict(),
+                }
+                write_json(inside(staging, "patients", f"{stem}.json"), record)
+                if self.keep_images:
+                    patient_report(self.images[i], record, inside(staging, "patients", f"{stem}.png"))
+            write_csv(staging / "predictions.csv", PREDICTION_COLUMNS, self.rows)
+            write_csv(staging / "errors.csv", ("id", "error"), errors)
         logger.info(
             "wrote %d predictions (%s) and %d errors to %s",
             len(self.rows), "deterministic, no intervals" if deterministic else s.description,
-            len(self.errors), self.output_dir,
+            len(errors), self.output_dir,
         )  # fmt: skip
 
     def _row(self, i: int, summary: MCSummary, deterministic: bool) -> dict[str, Any]:
@@ -160,6 +190,8 @@ class PredictionWriter(MCCollector):
         row: dict[str, Any] = {
             "id": self.ids[i], "sbr_right": round(right, 4), "sbr_left": round(left, 4),
             "abnormal_right": int(right < ABNORMAL_SBR["right"]), "abnormal_left": int(left < ABNORMAL_SBR["left"]),
+            "interval_kind": "none" if deterministic else self.intervals.kind,
+            "nominal_coverage": None if deterministic else self.intervals.coverage,
         }  # fmt: skip
         if deterministic:
             return row
@@ -171,6 +203,19 @@ class PredictionWriter(MCCollector):
             low_left=round(left - half_l, 4), high_left=round(left + half_l, 4),
         )  # fmt: skip
         return row
+
+
+def _file_stem(case_id: str, used: dict[str, str]) -> str:
+    """The case's output file stem (:func:`bundle.io.safe_file_stem`), unique among ``used`` regardless of letter
+    case (``used`` maps lower-cased stems to ids); a one-line ``ValueError`` for a clash."""
+    stem = safe_file_stem(case_id)
+    if stem.lower() in used:
+        raise ValueError(
+            f"{case_id}: id: its output file name {stem!r} is already used by case {used[stem.lower()]!r} "
+            "(ids differ only in characters that file names cannot hold)"
+        )
+    used[stem.lower()] = case_id
+    return stem
 
 
 class CalibrationWriter(MCCollector):

@@ -13,7 +13,7 @@ import numpy as np
 
 from bundle.constants import ABNORMAL_SBR, SIDES
 from bundle.data.datalist import load_cases
-from bundle.io import write_csv
+from bundle.io import unescape_cell, write_csv
 
 __all__ = [
     "PREDICTION_COLUMNS",
@@ -27,8 +27,12 @@ __all__ = [
 PREDICTION_COLUMNS = (
     "id", "sbr_right", "sbr_left", "sigma_right", "sigma_left", "sigma_sym",
     "low_right", "high_right", "low_left", "high_left", "abnormal_right", "abnormal_left",
+    "interval_kind", "nominal_coverage",
 )  # fmt: skip
-"""Columns of ``predictions.csv`` (SBR units)."""
+"""Columns of ``predictions.csv`` (SBR units). ``interval_kind``: ``calibrated``, ``uncalibrated`` or ``none``
+(deterministic); ``nominal_coverage``: the calibrated coverage (empty otherwise)."""
+TEXT_COLUMNS = ("id", "interval_kind")
+"""Columns of ``predictions.csv`` that hold text; the others are numbers (SBR units) or empty."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, dict[str, float]]:
         rows = list(csv.DictReader(handle))
     if rows and "sbr_right" not in rows[0]:
         raise ValueError(f"{path}: not a predictions.csv (columns {list(rows[0])})")
-    return {row["id"]: {k: _float(v) for k, v in row.items() if k != "id"} for row in rows}
+    return {unescape_cell(row["id"]): {k: _float(v) for k, v in row.items() if k not in TEXT_COLUMNS} for row in rows}
 
 
 def load_truths(
@@ -114,7 +118,7 @@ def pair_predictions(
 
 def _read_rows(path: str | os.PathLike) -> dict[str, Mapping[str, str]]:
     with open(path, newline="") as handle:
-        return {row["id"]: row for row in csv.DictReader(handle)}
+        return {unescape_cell(row["id"]): row for row in csv.DictReader(handle)}
 
 
 def merge_side_predictions(
@@ -130,6 +134,7 @@ def merge_side_predictions(
             continue
         row = {c: r[c] for c in PREDICTION_COLUMNS if c.endswith("_right")}
         row.update({c: left[case_id][c] for c in PREDICTION_COLUMNS if c.endswith("_left")})
-        rows.append({"id": case_id, **row, "sigma_sym": None})
+        kind = {c: r.get(c) for c in ("interval_kind", "nominal_coverage")}
+        rows.append({"id": case_id, **row, **kind, "sigma_sym": None})
     write_csv(output_csv, PREDICTION_COLUMNS, rows)
     return len(rows)

@@ -55,6 +55,11 @@ def patient_report(pair: np.ndarray, record: Mapping[str, Any], path: str | os.P
     ax.set_xlim(0, 7)
     ax.set_xlabel("striatal SBR")
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("predicted SBR with interval", fontsize=9)
+    intervals = record.get("intervals") or {}
+    kind = intervals.get("kind", "no")
+    coverage = intervals.get("coverage")
+    label = f"{kind} {coverage:.0%}" if kind == "calibrated" and coverage else kind
+    colour = "tab:red" if kind == "uncalibrated" else "black"
+    ax.set_title(f"predicted SBR with {label} interval", fontsize=9, color=colour)
     fig.suptitle(f"Patient {record['id']} - research use only, not for clinical decisions", fontsize=10)
     save_png(fig, path, dpi=90)

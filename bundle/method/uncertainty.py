@@ -96,15 +96,22 @@ def summarise_mc(samples: np.ndarray, gamma_r: float = 0.0, gamma_l: float = 0.0
 @dataclass(frozen=True)
 class IntervalSettings:
     """How intervals are formed from MC dropout: ``half_width = scale * (sigma + gamma * sigma_sym)`` per side
-    (eq. 10 as in Algorithm 1, times a calibration scale); ``description`` says where the values come from."""
+    (eq. 10 as in Algorithm 1, times a calibration scale).
+
+    ``kind`` is ``"calibrated"`` (conformal scale from ``calibration.json``, nominal ``coverage``) or
+    ``"uncalibrated"`` (a Gaussian +-1.96 sigma, no coverage guarantee: ``coverage`` is None); ``description`` says
+    where the values come from.
+    """
 
     gamma_r: float
     gamma_l: float
     scale_r: float
     scale_l: float
     description: str
+    kind: str = "uncalibrated"
+    coverage: float | None = None
 
-    def as_dict(self) -> dict[str, float | str]:
+    def as_dict(self) -> dict[str, float | str | None]:
         return asdict(self)
 
     def half_widths(self, summary: MCSummary) -> tuple[np.ndarray, np.ndarray]:
