@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -65,6 +66,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def file_sha256(path: str | os.PathLike | None) -> str | None:
+    """SHA-256 hex digest of a file's bytes, or None when there is no such file (e.g. no calibration yet)."""
+    if path is None or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def spreadsheet_safe(value: Any) -> Any:

@@ -1,8 +1,9 @@
 """Predict the right and left striatal SBR of one patient with intervals (research use only).
 
 A thin wrapper over ``configs/inference.json``: it writes a one-case datalist, runs the bundle's inference
-workflow and prints the row of ``predictions.csv``. Extra ``--key value`` pairs are passed to the config as
-overrides (e.g. ``--network_def#channels "[16,32,64,128]"`` for a demo-width model).
+workflow and prints the row of ``predictions.csv``. The network is built as the checkpoint records it (no width
+override needed for the demo model). ``--config_file`` layers more config files on inference.json; extra
+``--key value`` pairs are config overrides (e.g. ``--dicom_reader pydicom``), refused when no config defines them.
 
 Usage (from the repository root)::
 
@@ -24,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bundle.engine.experiments import parse_overrides  # noqa: E402
+from bundle.engine.overrides import parse_overrides, unknown_override  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, str]]:
@@ -39,13 +40,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     parser.add_argument("--ckpt", default=str(REPO / "models" / "model.pt"), help="model.pt or model.ts")
     parser.add_argument("--mc-samples", type=int, default=100, help="0 gives a deterministic prediction")
     parser.add_argument("--output-dir", help="keep the outputs (predictions.csv, patient JSON/PNG) here")
+    parser.add_argument("--config_file", nargs="+", default=[], help="config files layered on inference.json")
     args, rest = parser.parse_known_args(argv)
     if args.image and (args.right is None or args.left is None):
         parser.error("--image needs --right and --left centroids")
     try:
-        return args, parse_overrides(rest)
+        overrides = parse_overrides(rest)
     except ValueError as err:
         parser.error(str(err))
+    if problem := unknown_override(config_files(args), overrides):
+        parser.error(problem)
+    return args, overrides
+
+
+def config_files(args: argparse.Namespace) -> list[str]:
+    """inference.json, then the ``--config_file`` overlays."""
+    return [str(REPO / "configs" / "inference.json"), *(str(Path(f).resolve()) for f in args.config_file)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         datalist.write_text(json.dumps({"test": [case]}))
         out = Path(args.output_dir) if args.output_dir else Path(tmp) / "out"
         run(
-            "inference", config_file=str(REPO / "configs" / "inference.json"),
+            "inference", config_file=config_files(args),
             meta_file=str(REPO / "configs" / "metadata.json"), logging_file=str(REPO / "configs" / "logging.conf"),
             bundle_root=str(REPO), datalist=str(datalist), dataset_dir=tmp, section="test", output_dir=str(out),
             ckpt_path=args.ckpt, mc_samples=args.mc_samples, **overrides,

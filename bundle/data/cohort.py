@@ -190,7 +190,7 @@ def _render_case(task: tuple[str, float, float, np.random.SeedSequence, str]) ->
 def _render_all(tasks: list[tuple], num_workers: int, progress: bool) -> list[dict]:
     """Render all tasks in order, in-process or with a spawn pool of ``num_workers``."""
     results = []
-    with tqdm(total=len(tasks), desc="synthetic cohort", unit="patient", disable=not progress) as bar:
+    with tqdm(total=len(tasks), desc="synthetic cohort", unit="patient", disable=None if progress else True) as bar:
         if num_workers <= 1:
             for task in tasks:
                 results.append(_render_case(task))

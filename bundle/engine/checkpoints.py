@@ -4,7 +4,9 @@
   configuration (in the state dict's ``_metadata``, which ``torch.load(weights_only=True)`` keeps).
 - :class:`CheckpointSaver` saves through Ignite's ``Checkpoint`` with an atomic ``DiskSaver`` (temporary file, then
   rename): every epoch / iteration interval, or on a better key metric under a fixed file name.
-- :func:`load_network` loads ``model.pt`` (``weights_only``) or a TorchScript ``model.ts``.
+- :func:`recorded_network` reads that record back, so that the inference-side configs build the network the weights
+  were trained as; :func:`load_network` loads ``model.pt`` (``weights_only``) or a TorchScript ``model.ts`` and refuses
+  a ``network_def`` that contradicts the record.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from torch import nn
 
 import bundle
 
-__all__ = ["ModelRecord", "read_model_info", "CheckpointSaver", "load_network"]
+__all__ = [
+    "ModelRecord",
+    "read_model_info",
+    "recorded_network",
+    "require_checkpoint",
+    "CheckpointSaver",
+    "load_network",
+]
 
 INFO_KEY = "bundle"
 
@@ -54,6 +63,41 @@ def read_model_info(state: Mapping[str, Any]) -> dict[str, Any] | None:
     """The record written by :class:`ModelRecord` from a loaded state dict, or None for a plain one."""
     metadata = getattr(state, "_metadata", None) or {}
     return metadata.get("", {}).get(INFO_KEY)
+
+
+def recorded_network(ckpt_path: str | os.PathLike) -> dict[str, Any]:
+    """The network configuration that ``model.pt`` at ``ckpt_path`` records (its constructor arguments, e.g.
+    ``{"channels": [16, 32, 64, 128], "dropout": 0.2, ...}``), or ``{}`` when there is none to read: no file yet, a
+    TorchScript file, a plain state dict, or a file that does not load as weights (:func:`load_network` reports
+    those). The inference-side configs take every ``network_def`` argument from here unless it is overridden."""
+    path = Path(ckpt_path)
+    if not path.is_file() or path.suffix == ".ts":
+        return {}
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - reported with its reason by load_network
+        return {}
+    weights = state["model"] if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping) else state
+    info = read_model_info(weights) if isinstance(weights, Mapping) else None
+    return dict(info["network"]) if info and isinstance(info.get("network"), Mapping) else {}
+
+
+def require_checkpoint(ckpt_path: str | os.PathLike) -> Path:
+    """``ckpt_path`` as a path; ``FileNotFoundError`` (one line) when there is no such file, so that a workflow stops
+    before it reads any data."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} (train first, or set --ckpt_path)")
+    return path
+
+
+def _conflicts(network: nn.Module, recorded: Mapping[str, Any]) -> list[str]:
+    """``name: network_def value vs recorded value`` for each constructor argument where they differ."""
+    module = getattr(network, "module", network)
+    own = module.config() if hasattr(module, "config") else {}
+    return [
+        f"{key} {own[key]} (checkpoint: {value})" for key, value in recorded.items() if key in own and own[key] != value
+    ]
 
 
 class _AtomicDiskSaver(DiskSaver):
@@ -184,11 +228,11 @@ def load_network(network: nn.Module, ckpt_path: str | os.PathLike, device: torch
     ``*.ts`` (TorchScript from ``ckpt_export``) is loaded with ``torch.jit.load`` and replaces ``network``; anything
     else is loaded with ``torch.load(weights_only=True)`` (a ``model.pt`` state dict, or a full-state training
     checkpoint's ``model``) into ``network`` by Ignite's ``Checkpoint.load_objects`` (strict). A mismatch is a
-    one-line error naming the offending keys and, when ``model.pt`` records it, the network it was trained as.
+    one-line error naming the offending keys and, when ``model.pt`` records it, the network it was trained as; so is a
+    ``network_def`` whose arguments contradict that record (e.g. an explicit ``--network_def#channels`` override, or a
+    different dropout rate that the calibration was not made for).
     """
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (train first, or set --ckpt_path)")
+    path = require_checkpoint(ckpt_path)
     if path.suffix == ".ts":
         return torch.jit.load(str(path), map_location=device).eval()
     try:
@@ -196,10 +240,15 @@ def load_network(network: nn.Module, ckpt_path: str | os.PathLike, device: torch
     except Exception as err:  # pickle refusal, corrupt file
         raise ValueError(f"checkpoint {path}: cannot be loaded safely as weights ({type(err).__name__})") from None
     weights = state["model"] if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping) else state
+    info = read_model_info(weights)
+    if info and (conflicts := _conflicts(network, info.get("network", {}))):
+        raise ValueError(
+            f"checkpoint {path} was trained with another network than network_def sets: {'; '.join(conflicts)}; "
+            "drop the network_def override (the checkpoint's own record is used by default)"
+        )
     try:
         Checkpoint.load_objects(to_load={"model": network}, checkpoint={"model": weights})
     except (RuntimeError, KeyError, TypeError):
-        info = read_model_info(weights)
         hint = f"it was trained as {info['network']}" if info else "use the network_def of its training run"
         problem = _mismatch(network, weights)
         raise ValueError(f"checkpoint {path} does not fit network_def ({problem}); {hint}") from None

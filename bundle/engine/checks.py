@@ -20,8 +20,17 @@ from typing import Any, NoReturn, TypeVar
 from torch import nn
 
 from bundle.data.readers import error_message
+from bundle.engine import overrides
 
-__all__ = ["stop", "or_exit", "check_training_settings", "check_output_dir", "training_disk_mb"]
+__all__ = [
+    "stop",
+    "or_exit",
+    "check_command_line",
+    "check_training_settings",
+    "check_training_set",
+    "check_output_dir",
+    "training_disk_mb",
+]
 
 T = TypeVar("T")
 EXIT_BAD_INPUT = 2
@@ -54,9 +63,15 @@ def or_exit(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         stop(error_message(err))
 
 
-def check_training_settings(num_epochs: Any, batch_size: Any, learning_rate: Any, n_train: int) -> None:
-    """Stop on settings the libraries would refuse deep inside the engine, and on a training set without one full
-    batch (the loader drops the incomplete last batch, so such a run would train nothing)."""
+def check_command_line() -> None:
+    """Stop when an override id of this ``monai.bundle run`` command line is defined by none of its config files
+    (a typo such as ``--num_epoch 2`` would otherwise be ignored): the first step of every workflow."""
+    if (problem := overrides.check_command_line()) is not None:
+        stop(problem)
+
+
+def check_training_settings(num_epochs: Any, batch_size: Any, learning_rate: Any) -> None:
+    """Stop on settings the libraries would refuse deep inside the engine (before any data is read)."""
     for name, value in (("num_epochs", num_epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             stop(f"{name} must be a positive integer, got {value!r}")
@@ -66,6 +81,11 @@ def check_training_settings(num_epochs: Any, batch_size: Any, learning_rate: Any
         or not (math.isfinite(learning_rate) and learning_rate > 0)
     ):
         stop(f"learning_rate must be a positive number, got {learning_rate!r}")
+
+
+def check_training_set(n_train: int, batch_size: int) -> None:
+    """Stop on a training set without one full batch (the loader drops the incomplete last batch, so such a run
+    would train nothing)."""
     if n_train < batch_size:
         stop(
             f"the training set has {n_train} cases, fewer than batch_size {batch_size}: no full batch to train on "

@@ -7,7 +7,6 @@ an interrupted experiment resumes where it stopped. A step's marker is written o
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import logging
 import os
@@ -26,7 +25,6 @@ from bundle.io import write_json
 
 __all__ = [
     "WORKFLOW_CONFIGS",
-    "parse_overrides",
     "BundleRunner",
     "cli_value",
     "add_common_arguments",
@@ -54,23 +52,6 @@ def cli_value(value: Any) -> str:
     if isinstance(value, bool):
         return "True" if value else "False"
     return json.dumps(value)
-
-
-def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
-    """``--key value`` pairs of a command line as config overrides, each value read as the bundle command line reads
-    it: a Python literal if it is one (``[16,32,64,128]``, ``0.3``), ``true``/``false`` as booleans, else text.
-
-    Raises ``ValueError`` (one line) for anything that is not ``--key value`` pairs."""
-    if len(args) % 2 or any(not key.startswith("--") for key in args[::2]):
-        raise ValueError(f"extra arguments must be --key value pairs, got {list(args)}")
-    return {key[2:]: _literal(value) for key, value in zip(args[::2], args[1::2], strict=True)}
-
-
-def _literal(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return {"true": True, "false": False}.get(text.lower(), text)
 
 
 @dataclass(frozen=True)

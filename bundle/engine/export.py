@@ -1,9 +1,9 @@
 """TorchScript export that records the configuration it was exported with.
 
 MONAI's ``ckpt_export`` stores each config *file* in the TorchScript archive (``extra/inference.json``), so command
-line overrides such as ``--network_def#channels`` are lost there and the archive describes another network. Here the
-config files are merged and the overrides applied first; that one resolved-by-text config is what is exported and
-stored (with ``metadata.json``), so the archive says what the weights are.
+line overrides are lost there, and ``network_def`` holds expressions that read the checkpoint's record. Here the config
+files are merged, the overrides applied and the network arguments written out by value (as built for ``ckpt_file``);
+that one config is what is exported and stored (with ``metadata.json``), so the archive says what the weights are.
 """
 
 from __future__ import annotations
@@ -36,8 +36,14 @@ def export_torchscript(
     overrides: Mapping[str, Any] | None = None,
 ) -> Path:
     """Export ``network_def`` with the weights of ``ckpt_file`` to TorchScript at ``filepath`` (via MONAI's
-    ``ckpt_export``); ``extra/inference.json`` inside holds the merged config with ``overrides`` applied."""
-    config = merged_config(config_files, overrides)
+    ``ckpt_export``); ``extra/inference.json`` inside holds the merged config with ``overrides`` applied and the
+    network's arguments (by default those ``ckpt_file`` records) by value."""
+    config = merged_config(config_files, {"ckpt_path": str(ckpt_file), **(overrides or {})})
+    network = ConfigParser(config).get_parsed_content("network_def")
+    if hasattr(network, "config"):
+        arguments = network.config()
+        config["network_def"].update({k: v for k, v in arguments.items() if k in config["network_def"]})
+        config["patch_size"] = arguments["patch_size"]
     with tempfile.TemporaryDirectory() as tmp:
         merged = Path(tmp) / "inference.json"
         merged.write_text(json.dumps(config, indent=4))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from bundle.method.losses import SymmetricRegressionLoss
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
-__all__ = ["SymmetricLossHandler"]
+__all__ = ["SymmetricLossHandler", "log_best_model"]
 
 
 class SymmetricLossHandler:
@@ -91,3 +92,19 @@ class SymmetricLossHandler:
             means["loss_sym"],
             100 * means["beyond_margin"],
         )
+
+
+def log_best_model(evaluator: Engine, ckpt_path: str | os.PathLike, output_dir: str | os.PathLike) -> str:
+    """Log (and return) the last line of a training run: the best validation key metric, its epoch and where the
+    model and the run's other files went, e.g. ``best model: val_mae 0.253 at epoch 69 -> models/model.pt``."""
+    state = evaluator.state
+    name = getattr(state, "key_metric_name", None)
+    if name is None or getattr(state, "best_metric_epoch", -1) < 1:
+        line = f"no validation ran, so no best model was saved; checkpoints and TensorBoard events -> {output_dir}"
+    else:
+        line = (
+            f"best model: {name} {state.best_metric:.4f} at epoch {state.best_metric_epoch} -> "
+            f"{os.path.normpath(ckpt_path)} (checkpoints and TensorBoard events -> {os.path.normpath(output_dir)})"
+        )
+    logging.getLogger(__name__).info(line)
+    return line

@@ -30,7 +30,8 @@ class PreparedCases(Dataset):
     def __init__(self, data: Sequence[Mapping[str, Any]], transform: Callable, progress: bool = True) -> None:
         self.items: list[dict[str, Any]] = []
         self.errors: list[dict[str, str]] = []
-        for case in tqdm(data, desc="Preparing cases", disable=not progress):
+        # disable=None: a bar on a terminal only, so that log files hold whole lines
+        for case in tqdm(data, desc="Preparing cases", disable=None if progress else True):
             try:
                 self.items.append(transform(dict(case)))
             except Exception as err:
@@ -71,10 +72,14 @@ class SymmetricMCInferer(Inferer):
 
 def run_evaluator(evaluator: Engine, handlers: Sequence[Any] = ()) -> None:
     """Run ``evaluator``; if no case could be prepared (so the engine does not even start), still let the
-    output handlers write their files (an empty ``predictions.csv`` and the ``errors.csv`` saying why)."""
+    output handlers write their files (an empty ``predictions.csv`` and the ``errors.csv`` saying why). Ends with
+    each output handler's line saying what it wrote and where."""
     evaluator.run()
+    collectors = [handler for handler in handlers if isinstance(handler, MCCollector)]
     if not evaluator.state.epoch_length:
-        for handler in handlers:
-            if isinstance(handler, MCCollector):
-                handler.reset()
-                handler.completed(evaluator)
+        for handler in collectors:
+            handler.reset()
+            handler.completed(evaluator)
+    for handler in collectors:
+        if handler.summary:
+            logger.info(handler.summary)

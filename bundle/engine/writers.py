@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from ignite.engine import Engine, Events
 
+import bundle
 from bundle.constants import ABNORMAL_SBR, DEFAULT_SBR_MAX
-from bundle.evaluation.predictions import PREDICTION_COLUMNS
+from bundle.evaluation.predictions import PREDICTION_COLUMNS, RUN_RECORD
 from bundle.evaluation.report import patient_report
 from bundle.io import inside, safe_file_stem, staged_outputs, write_csv, write_json
 from bundle.method.uncertainty import (
@@ -84,11 +85,13 @@ class MCCollector:
     """Ignite handler collecting ids, MC samples ([n, 2], SBR units) and truths of every case of a run.
 
     Reads the engine output after the postprocessing (``pred`` [B, n, 2] and ``label`` [B, 2] in SBR units, the
-    label NaN for unlabelled cases); subclasses write the files in :meth:`completed`.
+    label NaN for unlabelled cases); subclasses write the files in :meth:`completed` and leave in ``summary`` the
+    line that says what they wrote and where (the workflow's last line, see ``run_evaluator``).
     """
 
     def __init__(self) -> None:
         self.keep_images = False
+        self.summary = ""
         self.reset()
 
     def attach(self, engine: Engine) -> None:
@@ -128,7 +131,9 @@ class PredictionWriter(MCCollector):
 
     Columns as in the README ("Commands"), SBR units; intervals ``mean +- scale * sigma^sym`` with the settings of
     :func:`load_interval_settings`. With a single (deterministic) sample, sigma and interval cells stay empty.
-    All files are written atomically.
+    ``run_inputs`` (the hashes of checkpoint, calibration and datalist and the settings that decide the numbers,
+    ``run_inputs`` in ``configs/inference.json``) go to ``run.json``, by which a later ``evaluating`` run knows these
+    predictions are its own. All files of a run replace the previous ones together (:func:`bundle.io.staged_outputs`).
     """
 
     def __init__(
@@ -137,12 +142,14 @@ class PredictionWriter(MCCollector):
         intervals: IntervalSettings,
         errors: Sequence[Mapping[str, str]] = (),
         reports: bool = False,
+        run_inputs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.output_dir = Path(output_dir)
         self.intervals = intervals
         self.errors = errors
         self.keep_images = reports
+        self.run_inputs = dict(run_inputs or {})
         self.rows: list[dict[str, Any]] = []
 
     def completed(self, engine: Engine) -> None:
@@ -179,11 +186,13 @@ class PredictionWriter(MCCollector):
                     patient_report(self.images[i], record, inside(staging, "patients", f"{stem}.png"))
             write_csv(staging / "predictions.csv", PREDICTION_COLUMNS, self.rows)
             write_csv(staging / "errors.csv", ("id", "error"), errors)
-        logger.info(
-            "wrote %d predictions (%s) and %d errors to %s",
-            len(self.rows), "deterministic, no intervals" if deterministic else s.description,
-            len(errors), self.output_dir,
-        )  # fmt: skip
+            write_json(staging / RUN_RECORD, {"bundle_version": bundle.__version__, "inputs": self.run_inputs,
+                                              "n_predictions": len(self.rows), "n_errors": len(errors)})  # fmt: skip
+        kind = "deterministic, no intervals" if deterministic else s.description
+        self.summary = (
+            f"wrote {len(self.rows)} predictions ({kind}) and {len(errors)} errors -> "
+            f"{self.output_dir / 'predictions.csv'}, errors.csv{', patients/' if cases else ''}"
+        )
 
     def _row(self, i: int, summary: MCSummary, deterministic: bool) -> dict[str, Any]:
         right, left = float(summary.mean_r[i]), float(summary.mean_l[i])
@@ -285,9 +294,8 @@ class CalibrationWriter(MCCollector):
         }  # fmt: skip
         write_json(self.output_path, self.result)
         sym = modes["symmetric"]
-        logger.info(
-            "calibration: gamma_r=%.2f gamma_l=%.2f, conformal scale right %.3f left %.3f for %.0f%% coverage "
-            "(validation coverage %.3f / %.3f) -> %s",
-            sym["gamma_r"], sym["gamma_l"], sym["scale_r"], sym["scale_l"], 100 * self.coverage,
-            sym["validation_coverage_r"], sym["validation_coverage_l"], self.output_path,
-        )  # fmt: skip
+        self.summary = (
+            f"calibration: gamma_r={sym['gamma_r']:.2f} gamma_l={sym['gamma_l']:.2f}, conformal scale right "
+            f"{sym['scale_r']:.3f} left {sym['scale_l']:.3f} for {self.coverage:.0%} coverage (validation coverage "
+            f"{sym['validation_coverage_r']:.3f} / {sym['validation_coverage_l']:.3f}) -> {self.output_path}"
+        )

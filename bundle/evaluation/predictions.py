@@ -16,6 +16,7 @@ from bundle.data.datalist import load_cases
 from bundle.io import unescape_cell, write_csv
 
 __all__ = [
+    "RUN_RECORD",
     "PREDICTION_COLUMNS",
     "EvaluationData",
     "read_predictions",
@@ -31,6 +32,8 @@ PREDICTION_COLUMNS = (
 )  # fmt: skip
 """Columns of ``predictions.csv`` (SBR units). ``interval_kind``: ``calibrated``, ``uncalibrated`` or ``none``
 (deterministic); ``nominal_coverage``: the calibrated coverage (empty otherwise)."""
+RUN_RECORD = "run.json"
+"""Written beside ``predictions.csv``: the bundle version, the run's inputs (hashes and settings) and its counts."""
 TEXT_COLUMNS = ("id", "interval_kind")
 """Columns of ``predictions.csv`` that hold text; the others are numbers (SBR units) or empty."""
 

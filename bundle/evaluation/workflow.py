@@ -6,7 +6,8 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,15 +15,15 @@ import numpy as np
 
 from bundle.constants import DEFAULT_SBR_MAX, SIDES
 from bundle.evaluation import plots
-from bundle.evaluation.predictions import EvaluationData, load_truths, pair_predictions, read_predictions
+from bundle.evaluation.predictions import RUN_RECORD, EvaluationData, load_truths, pair_predictions, read_predictions
 from bundle.evaluation.tables import compute_metrics, interval_units, sharpness_cp_points
-from bundle.io import write_json
+from bundle.io import staged_outputs, write_json
 from bundle.method.uncertainty import IntervalSettings
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
-__all__ = ["FIGURES", "needs_inference", "Evaluation"]
+__all__ = ["FIGURES", "reuse_predictions", "Evaluation"]
 
 FIGURES = ("right_left_sbr", "pred_vs_measured", "bland_altman", "sharpness_cp", "residual_histogram")
 """PNG files written next to ``metrics.json`` (``{name}.png``)."""
@@ -30,16 +31,41 @@ FIGURES = ("right_left_sbr", "pred_vs_measured", "bland_altman", "sharpness_cp",
 logger = logging.getLogger(__name__)
 
 
-def needs_inference(predictions_csv: str | os.PathLike, ckpt_path: str | os.PathLike | None = None) -> bool:
-    """True when ``predictions_csv`` is missing, or older than the checkpoint (predictions of an earlier model)."""
-    csv_path = Path(predictions_csv)
-    if not csv_path.is_file():
-        logger.info("no %s: running inference first", csv_path)
+def reuse_predictions(
+    predictions_csv: str | os.PathLike, run_inputs: Mapping[str, Any], candidates: Sequence[str | os.PathLike]
+) -> bool:
+    """Whether earlier predictions can be evaluated instead of running inference again.
+
+    The first folder of ``candidates`` whose ``run.json`` records the same ``run_inputs`` (hashes of checkpoint,
+    calibration and datalist, and the settings that decide the numbers) and that holds its ``predictions.csv`` is
+    used: its ``predictions.csv``, ``errors.csv`` and ``run.json`` are copied together beside ``predictions_csv``
+    (staged, so never half), unless they are already there. Otherwise logs why inference runs and returns False. The
+    image files are not hashed: a cohort whose images changed under an unchanged datalist needs
+    ``--run_inference true``.
+    """
+    target = Path(predictions_csv).parent
+    wanted = json.loads(json.dumps(dict(run_inputs)))  # the form it takes in run.json
+    reasons = []
+    for folder in map(Path, candidates):
+        record_path = folder / RUN_RECORD
+        if not (folder / "predictions.csv").is_file() or not record_path.is_file():
+            continue
+        try:
+            recorded = json.loads(record_path.read_text()).get("inputs", {})
+        except (OSError, ValueError, AttributeError):
+            recorded = {}
+        if recorded != wanted:
+            changed = sorted(k for k in set(wanted) | set(recorded) if recorded.get(k) != wanted.get(k))
+            reasons.append(f"{folder} differs in {', '.join(changed)}")
+            continue
+        if folder.resolve() != target.resolve():
+            with staged_outputs(target) as staging:
+                for name in ("predictions.csv", "errors.csv", RUN_RECORD):
+                    if (folder / name).is_file():
+                        shutil.copyfile(folder / name, staging / name)
+        logger.info("reusing the predictions of %s (same checkpoint, calibration, datalist and settings)", folder)
         return True
-    if ckpt_path and Path(ckpt_path).is_file() and Path(ckpt_path).stat().st_mtime > csv_path.stat().st_mtime:
-        logger.info("%s is older than %s: running inference again", csv_path, ckpt_path)
-        return True
-    logger.info("evaluating the existing %s", csv_path)
+    logger.info("running inference first: %s", "; ".join(reasons) or "no earlier predictions of these inputs")
     return False
 
 
