@@ -4,8 +4,6 @@
 import csv
 import json
 import math
-import os
-import time
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from bundle.constants import SIDES
 from bundle.evaluation.predictions import EvaluationData
 from bundle.evaluation.statistics import fisher_z_interval, lins_ccc, mcnemar_exact, mean_interval, paired_ttest
 from bundle.evaluation.tables import compute_metrics, sharpness_cp_points
-from bundle.evaluation.workflow import FIGURES, needs_inference
+from bundle.evaluation.workflow import FIGURES
 from bundle.method.networks import VGGRegressor3D
 
 # --- statistics by hand -----------------------------------------------------------------------------------------
@@ -74,17 +72,6 @@ def test_sharpness_cp_points_by_hand():
     assert curve.optimal == 2  # (0.6, 0.5): squared distance 0.41 to (1, 1), the smallest
     assert curve.at_target == 4 and curve.point(4)["normalised_width"] == pytest.approx(0.8)
     assert curve.auc == pytest.approx(np.trapezoid([1, 0.8, 0.6, 0.4, 0.2], [0, 0.25, 0.5, 0.75, 1]))
-
-
-def test_needs_inference(tmp_path):
-    predictions, ckpt = tmp_path / "predictions.csv", tmp_path / "model.pt"
-    assert needs_inference(predictions, ckpt)
-    ckpt.write_bytes(b"x")
-    predictions.write_text("id\n")
-    assert not needs_inference(predictions, ckpt)
-    later = time.time() + 10
-    os.utime(ckpt, (later, later))  # a checkpoint newer than the predictions: they are stale
-    assert needs_inference(predictions, ckpt)
 
 
 # --- the workflow ------------------------------------------------------------------------------------------------
@@ -164,7 +151,7 @@ def test_existing_predictions_are_evaluated_without_a_model(evaluated, tiny_coho
     out, overrides = evaluated
     before = (out / "eval" / "metrics.json").read_text()
     predictions = (out / "eval" / "predictions.csv").read_text()
-    overrides = {**overrides, "ckpt_path": str(out / "absent" / "model.pt"), "figures": False}
+    overrides = {**overrides, "ckpt_path": str(out / "absent" / "model.pt"), "figures": False, "run_inference": False}
     evaluate(tiny_cohort, overrides)  # no checkpoint needed: no inference is run
     assert (out / "eval" / "predictions.csv").read_text() == predictions
     assert json.loads((out / "eval" / "metrics.json").read_text()) == json.loads(before)
