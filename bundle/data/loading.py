@@ -40,6 +40,32 @@ from bundle.data.patches import (
 )
 from bundle.data.readers import check_dicom_series, read_mat_pair, short_reason
 
+REPEATED_NOTICE_LOGGERS = ("monai.data.nvimgcodec_pydicom_plugin",)
+"""Loggers that repeat one notice for every ``LoadImage`` made (MONAI's nvImageCodec notice); shown once per run."""
+
+
+class FirstOccurrenceFilter(logging.Filter):
+    """Let each distinct message through once per process (MONAI logs its nvImageCodec notice each time a
+    ``LoadImage`` is built: per transform and per cache worker thread). Written here: the standard library's
+    ``warnings`` "once" action covers ``warnings.warn`` only, not ``logging``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+for _name in REPEATED_NOTICE_LOGGERS:
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, FirstOccurrenceFilter) for f in _logger.filters):
+        _logger.addFilter(FirstOccurrenceFilter())
+
 __all__ = ["LoadNigralPatchesd", "MAT_SBR_MAX"]
 
 MAT_SBR_MAX = DEFAULT_SBR_MAX

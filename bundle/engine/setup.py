@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from torch import nn
 
 __all__ = [
     "flag",
+    "on_terminal",
     "autocast_dtype",
     "cuda_amp_dtype",
     "prepare_network",
@@ -29,6 +31,11 @@ __all__ = [
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
+
+
+def on_terminal() -> bool:
+    """Whether stderr is a terminal: progress bars are drawn only then, so a log file holds whole lines."""
+    return sys.stderr.isatty()
 
 
 def _cpu_supports_bf16() -> bool:
