@@ -246,7 +246,7 @@ def test_a_run_killed_hard_is_cleaned_by_the_next_one(tmp_path, tiny_cohort, tin
     assert result.returncode == 0, result.stderr[-2000:]
     ids = [r["id"] for r in read_csv(out / "predictions.csv")]
     assert sorted(p.stem for p in (out / "patients").iterdir()) == sorted(ids)  # no mix of runs
-    assert sorted(p.name for p in out.iterdir()) == ["errors.csv", "patients", "predictions.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["errors.csv", "patients", "predictions.csv", "run.json"]
 
 
 def test_remove_stale_temporaries_keeps_other_files(tmp_path):
