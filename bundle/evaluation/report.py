@@ -101,7 +101,7 @@ def patient_report(pair: np.ndarray, record: Mapping[str, Any], path: str | os.P
     ax.set_ylim(-0.6, 1.6)
     ax.set_xlim(0, 7)
     ax.set_xlabel("striatal SBR")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, frameon=False)  # off the data
     label = _interval_label(record)
     ax.set_title(f"predicted SBR, {label}", fontsize=9, color="tab:red" if "UNCALIBRATED" in label else "black")
 
