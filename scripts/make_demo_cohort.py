@@ -3,6 +3,7 @@
 Usage (from the repository root)::
 
     python scripts/make_demo_cohort.py [--out data/demo] [--n-patients 367] [--seed 0] [--workers N] [--force]
+    python scripts/make_demo_cohort.py --field wide --out data/demo_wide   # wide field of view (the localiser)
 """
 
 from __future__ import annotations
@@ -47,11 +48,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="worker processes (default: all CPUs)")
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--field", choices=("slab", "wide"), default="slab",
+                        help="midbrain slab (generator 1.1.0, the demo) or wide field of view (2.0.0)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         datalist = generate_cohort(
-            args.out, n_patients=args.n_patients, seed=args.seed, num_workers=args.workers, force=args.force
-        )
+            args.out, n_patients=args.n_patients, seed=args.seed, num_workers=args.workers, force=args.force,
+            field=args.field,
+        )  # fmt: skip
     except (FileExistsError, ValueError) as err:
         parser.exit(1, f"error: {err}\n")
     print(datalist)

@@ -236,3 +236,61 @@ def test_ensure_demo_cohort_refuses_to_overwrite_foreign_data(tmp_path):
     with pytest.raises(FileExistsError, match="not a synthetic cohort"):
         ensure_demo_cohort(tmp_path / "mine", n_patients=4)
     assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+
+
+# 4. generator versions: the slab stays bit for bit, the wide field of view is a real localisation task ------------
+
+
+def test_the_slab_generator_reproduces_version_1_1_0_bit_for_bit():
+    """Digests of two subjects rendered by generator 1.1.0 before the wide field of view was added."""
+    import hashlib
+
+    for seed, digest in ((0, "a120a19f5de3f108"), (7, "e427e120819eb863")):
+        s = simulate_subject(2.1, 4.5, np.random.default_rng(seed))
+        data = s.volume.tobytes() + s.affine.tobytes() + s.centroid_right.tobytes() + s.centroid_left.tobytes()
+        assert hashlib.sha256(data).hexdigest()[:16] == digest
+
+
+@pytest.fixture(scope="module")
+def wide_subjects():
+    rng = np.random.default_rng(11)
+    return [simulate_subject(3.0, 3.0, rng, cohort.WIDE_FIELD) for _ in range(12)]
+
+
+def test_wide_field_places_the_midbrain_anywhere_in_a_head_sized_field(wide_subjects):
+    extent = np.asarray(cohort.WIDE_FIELD.shape) * np.asarray(cohort.VOXEL_SIZE)
+    assert extent[0] >= 100 and extent[1] >= 100
+    world = np.array([(s.affine @ [*s.nigrosome_right, 1.0])[:3] for s in wide_subjects])
+    voxel = np.array([s.nigrosome_right for s in wide_subjects]) * np.asarray(cohort.VOXEL_SIZE)
+    assert voxel[:, :2].std(axis=0).min() > 6.0  # position SD 10 mm in x and y (12 draws)
+    # predicting the mean position misses by centimetres, not the ~2 mm of the slab cohort
+    assert np.median(np.linalg.norm(voxel - voxel.mean(axis=0), axis=1)) > 5.0
+    assert np.isfinite(world).all()
+    for s in wide_subjects:  # both annotated patches inside the volume
+        for centroid in (s.centroid_right, s.centroid_left):
+            low = centroid - PATCH // 2
+            assert np.all(low >= 0) and np.all(low + PATCH <= np.asarray(s.volume.shape))
+
+
+def test_wide_field_has_dark_look_alikes_away_from_the_nigra(wide_subjects):
+    """Dentate nuclei: hypointense (like the SN) about 3 cm posterior to the nigrosome, on both sides."""
+    from scipy import ndimage
+
+    for s in wide_subjects[:4]:
+        volume = ndimage.uniform_filter(s.volume.astype(np.float64), (5, 5, 3))  # 2.5 x 2.5 x 3 mm: less noise
+        tissue = np.median(volume)
+        mid_x = int(round((s.nigrosome_right[0] + s.nigrosome_left[0]) / 2))
+        y = int(round(s.nigrosome_right[1]))
+        behind = volume[max(0, mid_x - 60) : mid_x + 60, max(0, y - 90) : max(1, y - 40), :]  # 20-45 mm posterior
+        front = volume[max(0, mid_x - 60) : mid_x + 60, y + 40 : y + 70, :]  # 20-35 mm anterior: no nucleus there
+        dark_behind, dark_front = (behind < 0.8 * tissue).mean(), (front < 0.8 * tissue).mean()
+        assert dark_behind > 0.01 and dark_behind > 5 * dark_front
+
+
+def test_wide_cohort_is_its_own_generator_version(tmp_path):
+    datalist = generate_cohort(tmp_path / "w", n_patients=3, seed=2, num_workers=1, progress=False, field="wide")
+    meta = json.loads((datalist.parent / "cohort.json").read_text())
+    assert (meta["version"], meta["field"], meta["volume_shape"]) == ("2.0.0", "wide", [208, 208, 32])
+    assert "surroundings" in meta["model"]
+    with pytest.raises(ValueError, match="field must be one of"):
+        generate_cohort(tmp_path / "x", n_patients=3, field="huge")

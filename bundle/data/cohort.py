@@ -34,9 +34,13 @@ from bundle.data.phantom import (
     ANATOMY,
     LABELS,
     SBR_MAX,
+    SLAB,
+    SURROUNDINGS,
     VARIATION,
     VOLUME_SHAPE,
     VOXEL_SIZE,
+    WIDE_FIELD,
+    FieldOfView,
     RenderedSubject,
     render_subject,
     sample_labels,
@@ -56,6 +60,14 @@ __all__ = [
 ]
 
 GENERATOR_VERSION = "1.1.0"
+"""Version of the midbrain-slab cohort (the demo; ``field="slab"``), reproduced bit for bit."""
+WIDE_GENERATOR_VERSION = "2.0.0"
+"""Version of the wide-field cohort (``field="wide"``): a 104 x 104 x 32 mm field of view, subject position SD
+10 mm, rotations up to 10 degrees, dentate nuclei, globi pallidi and veins around the midbrain."""
+FIELDS: dict[str, tuple[str, FieldOfView]] = {
+    "slab": (GENERATOR_VERSION, SLAB),
+    "wide": (WIDE_GENERATOR_VERSION, WIDE_FIELD),
+}
 IMAGE_DIR = "smwi"
 DATALIST_NAME = "datalist.json"
 COHORT_NAME = "cohort.json"
@@ -72,6 +84,7 @@ def generate_cohort(
     num_workers: int | None = None,
     progress: bool = True,
     force: bool = False,
+    field: str = "slab",
 ) -> pathlib.Path:
     """Write a synthetic cohort to ``out_dir`` and return the path of its ``datalist.json``.
 
@@ -80,11 +93,12 @@ def generate_cohort(
     given ``(n_patients, seed, split)`` whatever ``num_workers`` (default: all CPUs). It is built in
     a temporary sibling directory and renamed into place, so a failure never leaves a partial
     ``out_dir``. An existing cohort with the same parameters is returned untouched; any other
-    existing ``out_dir`` is replaced only with ``force``.
+    existing ``out_dir`` is replaced only with ``force``. ``field``: ``"slab"`` (midbrain slab, generator 1.1.0, the
+    demo) or ``"wide"`` (wide field of view for the localiser, generator 2.0.0).
     """
     out_dir = pathlib.Path(out_dir).absolute()
     sizes = _split_sizes(n_patients, split)
-    params = _params(n_patients, seed, split)
+    params = _params(n_patients, seed, split, field)
     existed = out_dir.exists() and not _is_empty_dir(out_dir)
     if existed and not force:
         if _read_params(out_dir) == params:
@@ -103,7 +117,7 @@ def generate_cohort(
         tmp.chmod(0o755)
         (tmp / IMAGE_DIR).mkdir()
         tasks = [
-            (pid, *sbr[i], seq, str(tmp / IMAGE_DIR / f"{pid}.nii.gz"))
+            (pid, *sbr[i], seq, str(tmp / IMAGE_DIR / f"{pid}.nii.gz"), field)
             for i, (pid, seq) in enumerate(zip(ids, image_seq.spawn(n_patients), strict=True))
         ]
         results = _render_all(tasks, min(num_workers or os.cpu_count() or 1, n_patients), progress)
@@ -124,14 +138,19 @@ def generate_cohort(
             name: [cases[i] for i in sorted(order[bounds[k] : bounds[k + 1]])] for k, name in enumerate(SECTIONS)
         }
         _write_json(tmp / DATALIST_NAME, datalist)
-        model = {"labels": LABELS, "anatomy": ANATOMY, "variation": VARIATION, "acquisition": ACQUISITION}
+        field_of_view = FIELDS[field][1]
+        model = {"labels": LABELS, "anatomy": ANATOMY, "variation": VARIATION, "acquisition": ACQUISITION,
+                 "field_of_view": field_of_view}  # fmt: skip
+        if field_of_view.surroundings:
+            model["surroundings"] = SURROUNDINGS
         meta = {
             **params,
             "generator": __name__,
             "synthetic": True,
             "notice": NOTICE,
             "split_sizes": dict(zip(SECTIONS, sizes, strict=True)),
-            "volume_shape": list(VOLUME_SHAPE),
+            "field": field,
+            "volume_shape": list(field_of_view.shape),
             "voxel_size_mm": list(VOXEL_SIZE),
             "model": {name: asdict(part) for name, part in model.items()},
             "patients": [
@@ -145,18 +164,20 @@ def generate_cohort(
     return out_dir / DATALIST_NAME
 
 
-def ensure_demo_cohort(out_dir: str | os.PathLike, n_patients: int = 367, seed: int = 0) -> pathlib.Path:
+def ensure_demo_cohort(
+    out_dir: str | os.PathLike, n_patients: int = 367, seed: int = 0, field: str = "slab"
+) -> pathlib.Path:
     """Return ``out_dir/datalist.json``, generating the cohort only if it is missing or stale.
 
     Stale: ``out_dir/cohort.json`` records another ``n_patients``, ``seed``, split or generator
     version. A non-empty ``out_dir`` without ``cohort.json`` is not ours and is never overwritten.
     """
     out_dir = pathlib.Path(out_dir).absolute()
-    if _read_params(out_dir) == _params(n_patients, seed, DEFAULT_SPLIT):
+    if _read_params(out_dir) == _params(n_patients, seed, DEFAULT_SPLIT, field):
         return out_dir / DATALIST_NAME
     if out_dir.exists() and not _is_empty_dir(out_dir) and not (out_dir / COHORT_NAME).is_file():
         raise FileExistsError(f"{out_dir} is not a synthetic cohort (no {COHORT_NAME}); refusing to overwrite it")
-    return generate_cohort(out_dir, n_patients, seed, force=True)
+    return generate_cohort(out_dir, n_patients, seed, force=True, field=field)
 
 
 def _nifti_bytes(volume: np.ndarray, affine: np.ndarray) -> bytes:
@@ -169,10 +190,10 @@ def _nifti_bytes(volume: np.ndarray, affine: np.ndarray) -> bytes:
     return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
 
 
-def _render_case(task: tuple[str, float, float, np.random.SeedSequence, str]) -> dict:
+def _render_case(task: tuple[str, float, float, np.random.SeedSequence, str, str]) -> dict:
     """Worker: render one patient, write its NIfTI, return its annotation and ground truth."""
-    patient_id, sbr_right, sbr_left, seed_seq, path = task
-    s = simulate_subject(sbr_right, sbr_left, np.random.default_rng(seed_seq))
+    patient_id, sbr_right, sbr_left, seed_seq, path, field = task
+    s = simulate_subject(sbr_right, sbr_left, np.random.default_rng(seed_seq), FIELDS[field][1])
     pathlib.Path(path).write_bytes(_nifti_bytes(s.volume, s.affine))
     return {
         "id": patient_id,
@@ -213,8 +234,11 @@ def _split_sizes(n: int, split: Sequence[float]) -> tuple[int, int, int]:
     return n_train, n_val, n - n_train - n_val
 
 
-def _params(n_patients: int, seed: int, split: Sequence[float]) -> dict:
-    return {"version": GENERATOR_VERSION, "n_patients": n_patients, "seed": seed, "split": [float(f) for f in split]}
+def _params(n_patients: int, seed: int, split: Sequence[float], field: str = "slab") -> dict:
+    if field not in FIELDS:
+        raise ValueError(f"field must be one of {sorted(FIELDS)}, got {field!r}")
+    version = FIELDS[field][0]
+    return {"version": version, "n_patients": n_patients, "seed": seed, "split": [float(f) for f in split]}
 
 
 def _read_params(out_dir: pathlib.Path) -> dict | None:

@@ -22,6 +22,7 @@ from bundle.data.cohort import ensure_demo_cohort
 
 __all__ = [
     "DEMO_SUBDIR",
+    "WIDE_DEMO_SUBDIR",
     "PATH_KEYS",
     "SBR_KEYS",
     "SBR_RANGE",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 DEMO_SUBDIR = "data/demo"
+WIDE_DEMO_SUBDIR = "data/demo_wide"
+"""The wide-field demo cohort (generator 2.x) the localiser trains on by default."""
 """Where the synthetic demo cohort is generated, relative to the bundle root."""
 PATH_KEYS = ("image", "patch_right", "patch_left", "mat")
 """Case fields holding paths relative to ``dataset_dir``."""
@@ -54,15 +57,17 @@ logger = logging.getLogger(__name__)
 def resolve_datalist(datalist: str | os.PathLike, bundle_root: str | os.PathLike = ".") -> str:
     """Return ``datalist`` as a path, generating the synthetic demo cohort first if it is the (missing) default.
 
-    The demo cohort lives in ``{bundle_root}/data/demo`` and is generated on first use, and again only when the
-    generator version or its parameters change; any other missing datalist is an error.
+    The demo cohort lives in ``{bundle_root}/data/demo`` (the wide-field one in ``data/demo_wide``) and is generated
+    on first use, and again only when the generator version or its parameters change; any other missing datalist is
+    an error.
     """
     path = Path(datalist)
-    demo_dir = Path(bundle_root) / DEMO_SUBDIR
-    if path.resolve().parent == demo_dir.resolve() and path.name == "datalist.json":
-        if not path.is_file():
-            logger.info("no datalist at %s: generating the synthetic demo cohort there (one-off)", path)
-        return str(ensure_demo_cohort(demo_dir))  # also regenerates a cohort left by an older generator version
+    for subdir, field in ((DEMO_SUBDIR, "slab"), (WIDE_DEMO_SUBDIR, "wide")):
+        demo_dir = Path(bundle_root) / subdir
+        if path.resolve().parent == demo_dir.resolve() and path.name == "datalist.json":
+            if not path.is_file():
+                logger.info("no datalist at %s: generating the synthetic %s demo cohort there (one-off)", path, field)
+            return str(ensure_demo_cohort(demo_dir, field=field))  # also replaces a cohort of an older generator
     if path.is_file():
         return str(path)
     raise FileNotFoundError(f"datalist not found: {path}")

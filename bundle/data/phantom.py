@@ -31,6 +31,10 @@ __all__ = [
     "ANATOMY",
     "VARIATION",
     "ACQUISITION",
+    "FieldOfView",
+    "SLAB",
+    "WIDE_FIELD",
+    "SURROUNDINGS",
     "RenderedSubject",
     "render_subject",
     "sample_labels",
@@ -127,10 +131,63 @@ class Acquisition:
     annotation_z_error_p: float = 0.3  # probability of a one-slice error in z
 
 
+@dataclass(frozen=True)
+class FieldOfView:
+    """Where the midbrain sits in the volume: the pose of the subject and what surrounds the midbrain.
+
+    ``SLAB`` (generator 1.x) is a 56 x 48 x 30 mm midbrain slab with +-2 mm pose jitter; ``WIDE_FIELD``
+    (generator 2.x) is a 104 x 104 x 32 mm axial slab through the head, the subject position drawn from a normal
+    distribution (SD ``shift_sd_mm``, truncated at 2.5 SD so both patches stay inside) and rotated by up to
+    ``rot_z_deg`` / ``rot_xy_deg``, with iron-rich look-alikes around the midbrain (:class:`Surroundings`).
+    """
+
+    shape: tuple[int, int, int]
+    shift_sd_mm: tuple[float, float, float] | None  # None: VARIATION.shift_mm uniform (the slab)
+    rot_z_deg: float
+    rot_xy_deg: float
+    surroundings: bool
+
+    @property
+    def extent_mm(self) -> tuple[float, float, float]:
+        return tuple(n * s for n, s in zip(self.shape, VOXEL_SIZE, strict=True))
+
+
+@dataclass(frozen=True)
+class Surroundings:
+    """Structures around the midbrain in a wide field of view (subject frame, mm; right side, mirrored left).
+
+    The dentate nucleus (a hypointense C-shaped band around brighter white matter) and the globus pallidus are the
+    iron-rich nuclei that look most like the nigra on SMWI; veins are dark tubes at random places.
+    """
+
+    brain_centre: tuple[float, float] = (0.0, -6.0)
+    brain_semi: tuple[float, float] = (66.0, 78.0)  # the head at midbrain level: wider than the field of view
+    outside: float = 0.35  # skull and scalp, dark on SMWI
+    dentate_centre: tuple[float, float, float] = (13.0, -33.0, -6.0)
+    dentate_radius: float = 6.5
+    dentate_angles_deg: tuple[float, float] = (70.0, 330.0)  # open anteromedially
+    dentate_thickness: float = 2.2
+    dentate_z_half: float = 5.0
+    dentate: float = 0.55
+    hilum: float = 1.05  # white matter inside the dentate band
+    pallidus_centre: tuple[float, float, float] = (18.0, 14.0, 11.0)
+    pallidus_semi: tuple[float, float, float] = (3.0, 7.0, 4.5)
+    pallidus: float = 0.62
+    veins: tuple[int, int] = (4, 8)  # per-subject count range
+    vein_radius_mm: tuple[float, float] = (0.4, 0.8)
+    vein_tilt_deg: float = 30.0  # from the z axis
+    vein_clearance_mm: float = 18.0  # no vein closer than this (in-plane) to the midbrain centre
+    vein: float = 0.6
+
+
 LABELS = LabelModel()
 ANATOMY = Anatomy()
 VARIATION = SubjectVariation()
 ACQUISITION = Acquisition()
+SLAB = FieldOfView(VOLUME_SHAPE, None, VARIATION.rot_z_deg, VARIATION.rot_xy_deg, surroundings=False)
+WIDE_FIELD = FieldOfView(shape=(208, 208, 32), shift_sd_mm=(10.0, 10.0, 2.0), rot_z_deg=10.0, rot_xy_deg=4.0,
+                         surroundings=True)  # fmt: skip
+SURROUNDINGS = Surroundings()
 
 
 @dataclass(frozen=True)
@@ -162,12 +219,21 @@ def sample_labels(n_patients: int, rng: np.random.Generator) -> dict:
     return {"sbr_right": sides[:, 0].copy(), "sbr_left": sides[:, 1].copy(), "is_pd": is_pd}
 
 
-def simulate_subject(sbr_right: float, sbr_left: float, rng: np.random.Generator) -> RenderedSubject:
-    """Render one synthetic SMWI slab from its right/left SBRs and return it with its ground truth."""
+def simulate_subject(
+    sbr_right: float, sbr_left: float, rng: np.random.Generator, field: FieldOfView = SLAB
+) -> RenderedSubject:
+    """Render one synthetic SMWI volume of ``field`` from its right/left SBRs and return it with its ground truth.
+
+    With ``SLAB`` the output is that of generator 1.1.0, bit for bit."""
     a, var, acq = ANATOMY, VARIATION, ACQUISITION
+    shape = field.shape
     scale = 1.0 + rng.uniform(-var.scale, var.scale)
-    shift = rng.uniform(-var.shift_mm, var.shift_mm, 3)
-    rot = _rotation(*np.radians(rng.uniform(-1.0, 1.0, 3) * [var.rot_xy_deg, var.rot_xy_deg, var.rot_z_deg]))
+    if field.shift_sd_mm is None:
+        shift = rng.uniform(-var.shift_mm, var.shift_mm, 3)
+    else:
+        sd = np.asarray(field.shift_sd_mm)
+        shift = np.clip(rng.normal(0.0, sd), -2.5 * sd, 2.5 * sd)
+    rot = _rotation(*np.radians(rng.uniform(-1.0, 1.0, 3) * [field.rot_xy_deg, field.rot_xy_deg, field.rot_z_deg]))
     side_shift = rng.uniform(-var.side_shift_mm, var.side_shift_mm, (2, 3))
     side_scale = 1.0 + rng.uniform(-var.side_scale, var.side_scale, 2)
     factor = rng.uniform(*var.visibility_factor)
@@ -175,7 +241,7 @@ def simulate_subject(sbr_right: float, sbr_left: float, rng: np.random.Generator
     visibility = (_visibility(sbr_right, factor), _visibility(sbr_left, factor))
 
     # subject-frame coordinates p of every voxel centre g, where g = scale * rot @ p + shift
-    gx, gy, gz = (g - np.float32(s) for g, s in zip(_grid_mm(), shift, strict=True))
+    gx, gy, gz = (g - np.float32(s) for g, s in zip(_grid_mm(shape), shift, strict=True))
     inv = (rot.T / scale).astype(np.float32)
     px, py, pz = (inv[i, 0] * gx + inv[i, 1] * gy + inv[i, 2] * gz for i in range(3))
 
@@ -183,6 +249,8 @@ def simulate_subject(sbr_right: float, sbr_left: float, rng: np.random.Generator
     midbrain = np.minimum(midbrain, _peduncle_sd(-px, py))
     midbrain = np.maximum(midbrain, -_ellipse_sd((px, py), a.fossa_centre, a.fossa_semi))
     img = np.full(px.shape, a.background, np.float32)
+    if field.surroundings:
+        _paint_surroundings(img, px, py, pz)
     _paint(img, midbrain - np.float32(cistern), a.csf)
     _paint(img, midbrain, a.tissue)
 
@@ -195,11 +263,13 @@ def simulate_subject(sbr_right: float, sbr_left: float, rng: np.random.Generator
         _paint_side(img, x, (py - np.float32(sy)) * k, (pz - np.float32(sz)) * k, sbr, visibility[side])
         n1 = side_shift[side] + side_scale[side] * n1_side_frame
         n1[0] *= mirror
-        true_voxels.append(_mm_to_voxel(scale * rot @ n1 + shift))
+        true_voxels.append(_mm_to_voxel(scale * rot @ n1 + shift, shape))
     _paint(img, _ellipse_sd((px, py), a.aqueduct_centre, (a.aqueduct_radius,) * 2), a.csf)
+    if field.surroundings:
+        _paint_veins(img, px, py, pz, rng)
 
-    img += np.float32(acq.processing_noise_sd) * _laplacian_noise(rng)
-    img *= _bias_field(rng)
+    img += np.float32(acq.processing_noise_sd) * _laplacian_noise(rng, shape)
+    img *= _bias_field(rng, shape)
     sigma = np.float32(rng.uniform(*acq.rician_sigma))
     real = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
     imag = sigma * rng.standard_normal(img.shape, dtype=np.float32)
@@ -207,13 +277,13 @@ def simulate_subject(sbr_right: float, sbr_left: float, rng: np.random.Generator
     volume = np.rint(img).clip(0, np.iinfo(np.int16).max).astype(np.int16)
 
     affine = np.diag([*VOXEL_SIZE, 1.0])
-    affine[:3, 3] = -0.5 * (np.asarray(VOLUME_SHAPE) - 1) * VOXEL_SIZE
+    affine[:3, 3] = -0.5 * (np.asarray(shape) - 1) * VOXEL_SIZE
     affine[:3, 3] += rng.uniform(-acq.scanner_offset_mm, acq.scanner_offset_mm, 3)
     return RenderedSubject(
         volume=volume,
         affine=affine,
-        centroid_right=_annotate(true_voxels[0], rng),
-        centroid_left=_annotate(true_voxels[1], rng),
+        centroid_right=_annotate(true_voxels[0], rng, shape),
+        centroid_left=_annotate(true_voxels[1], rng, shape),
         nigrosome_right=true_voxels[0],
         nigrosome_left=true_voxels[1],
         visibility_right=visibility[0],
@@ -295,6 +365,45 @@ def _paint_side(img: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, sb
     img += np.float32(visibility * a.n1_contrast) * _inside(n1)
 
 
+def _paint_surroundings(img: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> None:
+    """Skull outside the brain, and both dentate nuclei and globi pallidi (wide field of view only)."""
+    s = SURROUNDINGS
+    _paint(img, -_ellipse_sd((px, py), s.brain_centre, s.brain_semi), s.outside)
+    t0, t1 = (math.radians(t) for t in s.dentate_angles_deg)
+    for mirror in (1.0, -1.0):
+        x = np.float32(mirror) * px
+        dx, dy, dz = (c - np.float32(v) for c, v in zip((x, py, pz), s.dentate_centre, strict=True))
+        r = np.sqrt(dx * dx + dy * dy)
+        theta = np.mod(np.arctan2(dy, dx) - np.float32(t0), np.float32(2 * math.pi))  # 0 at the band's first end
+        span = np.float32(t1 - t0)
+        along = np.float32(s.dentate_radius) * np.maximum(theta - span, np.float32(0.0)) * (theta < np.float32(4.0))
+        _paint(img, np.maximum(r - np.float32(s.dentate_radius), np.abs(dz) - np.float32(s.dentate_z_half)), s.hilum)
+        band = _box_sd(
+            np.where(theta <= span, np.float32(-1.0), along + np.float32(0.01)),
+            np.abs(r - np.float32(s.dentate_radius)) - np.float32(0.5 * s.dentate_thickness),
+            np.abs(dz) - np.float32(s.dentate_z_half),
+        )
+        _paint(img, band, s.dentate)
+        _paint(img, _ellipse_sd((x, py, pz), s.pallidus_centre, s.pallidus_semi), s.pallidus)
+
+
+def _paint_veins(img: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray, rng: np.random.Generator) -> None:
+    """Dark tubes (veins) through random points of the brain, tilted from the z axis (wide field of view only)."""
+    s = SURROUNDINGS
+    for _ in range(int(rng.integers(s.veins[0], s.veins[1] + 1))):
+        while True:
+            point = rng.uniform((-0.85 * s.brain_semi[0], -0.85 * s.brain_semi[1] + s.brain_centre[1], -10.0),
+                                (0.85 * s.brain_semi[0], 0.85 * s.brain_semi[1] + s.brain_centre[1], 10.0))  # fmt: skip
+            if math.hypot(point[0], point[1]) >= s.vein_clearance_mm:
+                break
+        tilt, azimuth = math.radians(rng.uniform(0.0, s.vein_tilt_deg)), rng.uniform(0.0, 2 * math.pi)
+        u = np.array([math.sin(tilt) * math.cos(azimuth), math.sin(tilt) * math.sin(azimuth), math.cos(tilt)])
+        d = [c - np.float32(p) for c, p in zip((px, py, pz), point, strict=True)]
+        cross = (d[1] * u[2] - d[2] * u[1], d[2] * u[0] - d[0] * u[2], d[0] * u[1] - d[1] * u[0])
+        distance = np.sqrt(sum(c * c for c in cross))
+        _paint(img, distance - np.float32(rng.uniform(*s.vein_radius_mm)), s.vein)
+
+
 def _nigrosome_centre() -> np.ndarray:
     """Nigrosome-1 centre in the right side frame (mm)."""
     a = ANATOMY
@@ -319,36 +428,36 @@ def _rotation(rx: float, ry: float, rz: float) -> np.ndarray:
 
 
 @functools.cache
-def _grid_mm() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _grid_mm(shape: tuple[int, int, int] = VOLUME_SHAPE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Broadcastable voxel-centre coordinates (mm) relative to the volume centre."""
-    x, y, z = (
-        ((np.arange(n) - 0.5 * (n - 1)) * s).astype(np.float32) for n, s in zip(VOLUME_SHAPE, VOXEL_SIZE, strict=True)
-    )
+    x, y, z = (((np.arange(n) - 0.5 * (n - 1)) * s).astype(np.float32) for n, s in zip(shape, VOXEL_SIZE, strict=True))
     return x[:, None, None], y[None, :, None], z[None, None, :]
 
 
-def _mm_to_voxel(g: np.ndarray) -> np.ndarray:
-    return g / np.asarray(VOXEL_SIZE) + 0.5 * (np.asarray(VOLUME_SHAPE) - 1)
+def _mm_to_voxel(g: np.ndarray, shape: tuple[int, int, int] = VOLUME_SHAPE) -> np.ndarray:
+    return g / np.asarray(VOXEL_SIZE) + 0.5 * (np.asarray(shape) - 1)
 
 
-def _laplacian_noise(rng: np.random.Generator) -> np.ndarray:
+def _laplacian_noise(rng: np.random.Generator, shape: tuple[int, int, int] = VOLUME_SHAPE) -> np.ndarray:
     """Unit-SD high-pass noise: the discrete 3D Laplacian of white noise (periodic boundaries)."""
-    white = rng.standard_normal(VOLUME_SHAPE, dtype=np.float32)
+    white = rng.standard_normal(shape, dtype=np.float32)
     lap = np.float32(6.0) * white
     for axis in range(3):
         lap -= np.roll(white, 1, axis) + np.roll(white, -1, axis)
     return lap * np.float32(1.0 / math.sqrt(42.0))
 
 
-def _bias_field(rng: np.random.Generator) -> np.ndarray:
+def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int] = VOLUME_SHAPE) -> np.ndarray:
     """Smooth multiplicative bias: exp of a random quadratic polynomial of the normalised coordinates."""
-    u = [g / np.float32(0.5 * n * s) for g, n, s in zip(_grid_mm(), VOLUME_SHAPE, VOXEL_SIZE, strict=True)]
+    u = [g / np.float32(0.5 * n * s) for g, n, s in zip(_grid_mm(shape), shape, VOXEL_SIZE, strict=True)]
     terms = (u[0], u[1], u[2], u[0] * u[1], u[0] * u[2], u[1] * u[2], u[0] ** 2, u[1] ** 2, u[2] ** 2)
     coef = rng.uniform(-ACQUISITION.bias_coef, ACQUISITION.bias_coef, len(terms)).astype(np.float32)
     return np.exp(sum(c * t for c, t in zip(coef, terms, strict=True)))
 
 
-def _annotate(true_voxel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _annotate(
+    true_voxel: np.ndarray, rng: np.random.Generator, shape: tuple[int, int, int] = VOLUME_SHAPE
+) -> np.ndarray:
     """Rounded true centre plus a human clicking error; the patch around it must fit the volume."""
     acq = ACQUISITION
     error = rng.integers(-acq.annotation_error_vox, acq.annotation_error_vox + 1, 3)
@@ -356,7 +465,7 @@ def _annotate(true_voxel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     error[2] = rng.choice((-1, 0, 1), p=(p / 2, 1 - p, p / 2))
     centroid = np.rint(true_voxel).astype(int) + error
     low = centroid - np.asarray(PATCH_SHAPE) // 2
-    assert np.all(low >= 0) and np.all(low + PATCH_SHAPE <= np.asarray(VOLUME_SHAPE)), (
+    assert np.all(low >= 0) and np.all(low + PATCH_SHAPE <= np.asarray(shape)), (
         f"patch around centroid {centroid.tolist()} leaves the volume"
     )
     return centroid
