@@ -13,7 +13,6 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from bundle.data.readers import error_message
-from bundle.engine.writers import MCCollector
 
 __all__ = ["PreparedCases", "SymmetricMCInferer", "run_evaluator"]
 
@@ -72,10 +71,10 @@ class SymmetricMCInferer(Inferer):
 
 def run_evaluator(evaluator: Engine, handlers: Sequence[Any] = ()) -> None:
     """Run ``evaluator``; if no case could be prepared (so the engine does not even start), still let the
-    output handlers write their files (an empty ``predictions.csv`` and the ``errors.csv`` saying why). Ends with
-    each output handler's line saying what it wrote and where."""
+    output handlers (those with ``completed`` and ``summary``) write their files (an empty ``predictions.csv`` and the
+    ``errors.csv`` saying why). Ends with each output handler's line saying what it wrote and where."""
     evaluator.run()
-    collectors = [handler for handler in handlers if isinstance(handler, MCCollector)]
+    collectors = [handler for handler in handlers if hasattr(handler, "completed") and hasattr(handler, "summary")]
     if not evaluator.state.epoch_length:
         for handler in collectors:
             handler.reset()

@@ -1,0 +1,134 @@
+"""Nigrosome-1 localisation as heat-map regression: Gaussian targets, their decoding, the loss, plausibility.
+
+The localiser (MONAI's ``BasicUNet``, ``configs/localise_train.json``) maps a resampled SMWI volume to one heat map
+per side (channel 0 right, 1 left); each target is a Gaussian of peak 1 at the annotated nigrosome-1 centre
+(:class:`bundle.data.landmarks.CentroidHeatmapsd`). Heat-map
+regression keeps the network fully convolutional (any field of view, sliding-window inference) and gives a per-side
+confidence for free (the peak height), which a coordinate regressor does not. Decoding is the argmax refined by the
+heat-map-weighted mean of its neighbourhood, so the estimate is finer than the heat-map grid.
+
+Written by hand: MONAI has no landmark-heat-map transform or decoder for 3D; the formulas are a few lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.networks.nets import BasicUNet
+from torch import nn
+
+__all__ = [
+    "NigrosomeLocaliser",
+    "decode_heatmaps",
+    "HeatmapLoss",
+    "Plausibility",
+    "implausibility",
+]
+
+
+class NigrosomeLocaliser(BasicUNet):
+    """MONAI's ``BasicUNet`` (3D, 1 channel in, 2 heat maps out: right, left) that also knows the grid it works on.
+
+    ``spacing`` (mm) is the voxel size the volumes are resampled to and ``roi`` the sliding-window size in voxels
+    (each a multiple of 16, the U-Net's downsampling); :meth:`config` records them with ``features`` in
+    ``localiser.pt``, so inference rebuilds the same network and grid from the checkpoint alone.
+    """
+
+    def __init__(
+        self,
+        features: Sequence[int] = (8, 16, 32, 64, 128, 8),
+        spacing: Sequence[float] = (2.0, 2.0, 2.0),
+        roi: Sequence[int] = (64, 64, 16),
+    ) -> None:
+        if len(roi) != 3 or any(int(n) % 16 for n in roi):
+            raise ValueError(f"roi must be 3 multiples of 16, got {list(roi)}")
+        super().__init__(spatial_dims=3, in_channels=1, out_channels=2, features=tuple(features))
+        self.features, self.spacing, self.roi = [int(f) for f in features], [float(s) for s in spacing], list(roi)
+
+    def config(self) -> dict[str, list]:
+        return {"features": self.features, "spacing": self.spacing, "roi": [int(n) for n in self.roi]}
+
+
+def decode_heatmaps(heatmaps: torch.Tensor | np.ndarray, radius: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(points [K, 3] in voxel coordinates of the heat-map grid, peak values [K]) of heat maps [K, X, Y, Z].
+
+    Each point is the argmax refined by the mean of the voxel coordinates in the ``(2 radius + 1)^3`` window around
+    it, weighted by the positive heat-map values there (sub-voxel precision); the peak value is the confidence.
+    """
+    maps = heatmaps.detach().float().cpu().numpy() if isinstance(heatmaps, torch.Tensor) else np.asarray(heatmaps)
+    points, peaks = np.zeros((maps.shape[0], 3)), np.zeros(maps.shape[0])
+    for k, volume in enumerate(maps):
+        peak = np.unravel_index(int(np.argmax(volume)), volume.shape)
+        window = tuple(
+            slice(max(0, c - radius), min(n, c + radius + 1)) for c, n in zip(peak, volume.shape, strict=True)
+        )
+        weights = np.clip(volume[window], 0.0, None).astype(np.float64)
+        peaks[k] = float(volume[peak])
+        if weights.sum() <= 0:
+            points[k] = peak
+            continue
+        axes = np.meshgrid(*(np.arange(s.start, s.stop) for s in window), indexing="ij")
+        points[k] = [float((a * weights).sum() / weights.sum()) for a in axes]
+    return points, peaks
+
+
+class HeatmapLoss(nn.Module):
+    """Mean squared error between predicted and target heat maps, each voxel weighted by ``1 + foreground_weight x
+    target``: the Gaussians cover a tiny share of the volume, and an unweighted MSE first learns to predict zero."""
+
+    def __init__(self, foreground_weight: float = 20.0) -> None:
+        super().__init__()
+        self.foreground_weight = float(foreground_weight)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = 1.0 + self.foreground_weight * target
+        return (weight * (pred.float() - target.float()) ** 2).mean()
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """Limits a pair of localised nigrosome-1 centres must meet (scanner RAS mm; adult midbrain anatomy: the two
+    nigrosomes lie about 20-26 mm apart, nearly level, on either side of the midline).
+
+    Args:
+        min_confidence: lowest heat-map peak accepted per side (the trained peak is about 1).
+        min_separation_mm, max_separation_mm: left-right distance between the two centres.
+        max_height_difference_mm: difference of the superior-inferior coordinates.
+        max_anteroposterior_difference_mm: difference of the anterior-posterior coordinates.
+    """
+
+    min_confidence: float = 0.3
+    min_separation_mm: float = 12.0
+    max_separation_mm: float = 34.0
+    max_height_difference_mm: float = 6.0
+    max_anteroposterior_difference_mm: float = 10.0
+
+
+def implausibility(
+    right_world: np.ndarray, left_world: np.ndarray, confidence: Sequence[float], limits: Plausibility
+) -> str | None:
+    """Why a pair of localised centres (RAS mm) cannot be used, in a few words; None when it can.
+
+    The right centre must lie to the subject's right of the left one (larger RAS x)."""
+    for side, value in zip(("right", "left"), confidence, strict=True):
+        if not value >= limits.min_confidence:
+            return f"low localiser confidence on the {side} side ({value:.2f} < {limits.min_confidence:g})"
+    offset = np.asarray(right_world, dtype=np.float64) - np.asarray(left_world, dtype=np.float64)
+    if offset[0] <= 0:
+        return f"right and left centres on the wrong sides of the midline (right x - left x = {offset[0]:.1f} mm)"
+    if not limits.min_separation_mm <= offset[0] <= limits.max_separation_mm:
+        return (
+            f"right-left distance {offset[0]:.1f} mm outside "
+            f"[{limits.min_separation_mm:g}, {limits.max_separation_mm:g}] mm"
+        )
+    if abs(offset[2]) > limits.max_height_difference_mm:
+        return f"centres {abs(offset[2]):.1f} mm apart in height (> {limits.max_height_difference_mm:g} mm)"
+    if abs(offset[1]) > limits.max_anteroposterior_difference_mm:
+        return (
+            f"centres {abs(offset[1]):.1f} mm apart anteroposteriorly "
+            f"(> {limits.max_anteroposterior_difference_mm:g} mm)"
+        )
+    return None
