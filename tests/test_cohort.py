@@ -290,7 +290,7 @@ def test_wide_field_has_dark_look_alikes_away_from_the_nigra(wide_subjects):
 def test_wide_cohort_is_its_own_generator_version(tmp_path):
     datalist = generate_cohort(tmp_path / "w", n_patients=3, seed=2, num_workers=1, progress=False, field="wide")
     meta = json.loads((datalist.parent / "cohort.json").read_text())
-    assert (meta["version"], meta["field"], meta["volume_shape"]) == ("2.0.0", "wide", [208, 208, 32])
+    assert (meta["version"], meta["field"], meta["volume_shape"]) == ("2.0.0", "wide", [208, 208, 36])
     assert "surroundings" in meta["model"]
     with pytest.raises(ValueError, match="field must be one of"):
         generate_cohort(tmp_path / "x", n_patients=3, field="huge")

@@ -62,7 +62,7 @@ __all__ = [
 GENERATOR_VERSION = "1.1.0"
 """Version of the midbrain-slab cohort (the demo; ``field="slab"``), reproduced bit for bit."""
 WIDE_GENERATOR_VERSION = "2.0.0"
-"""Version of the wide-field cohort (``field="wide"``): a 104 x 104 x 32 mm field of view, subject position SD
+"""Version of the wide-field cohort (``field="wide"``): a 104 x 104 x 36 mm field of view, subject position SD
 10 mm, rotations up to 10 degrees, dentate nuclei, globi pallidi and veins around the midbrain."""
 FIELDS: dict[str, tuple[str, FieldOfView]] = {
     "slab": (GENERATOR_VERSION, SLAB),

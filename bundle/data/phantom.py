@@ -136,7 +136,7 @@ class FieldOfView:
     """Where the midbrain sits in the volume: the pose of the subject and what surrounds the midbrain.
 
     ``SLAB`` (generator 1.x) is a 56 x 48 x 30 mm midbrain slab with +-2 mm pose jitter; ``WIDE_FIELD``
-    (generator 2.x) is a 104 x 104 x 32 mm axial slab through the head, the subject position drawn from a normal
+    (generator 2.x) is a 104 x 104 x 36 mm axial slab through the head, the subject position drawn from a normal
     distribution (SD ``shift_sd_mm``, truncated at 2.5 SD so both patches stay inside) and rotated by up to
     ``rot_z_deg`` / ``rot_xy_deg``, with iron-rich look-alikes around the midbrain (:class:`Surroundings`).
     """
@@ -185,7 +185,7 @@ ANATOMY = Anatomy()
 VARIATION = SubjectVariation()
 ACQUISITION = Acquisition()
 SLAB = FieldOfView(VOLUME_SHAPE, None, VARIATION.rot_z_deg, VARIATION.rot_xy_deg, surroundings=False)
-WIDE_FIELD = FieldOfView(shape=(208, 208, 32), shift_sd_mm=(10.0, 10.0, 2.0), rot_z_deg=10.0, rot_xy_deg=4.0,
+WIDE_FIELD = FieldOfView(shape=(208, 208, 36), shift_sd_mm=(10.0, 10.0, 2.0), rot_z_deg=10.0, rot_xy_deg=4.0,
                          surroundings=True)  # fmt: skip
 SURROUNDINGS = Surroundings()
 

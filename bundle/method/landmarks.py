@@ -4,8 +4,8 @@ The localiser (MONAI's ``BasicUNet``, ``configs/localise_train.json``) maps a re
 per side (channel 0 right, 1 left); each target is a Gaussian of peak 1 at the annotated nigrosome-1 centre
 (:class:`bundle.data.landmarks.CentroidHeatmapsd`). Heat-map
 regression keeps the network fully convolutional (any field of view, sliding-window inference) and gives a per-side
-confidence for free (the peak height), which a coordinate regressor does not. Decoding is the argmax refined by the
-heat-map-weighted mean of its neighbourhood, so the estimate is finer than the heat-map grid.
+confidence for free (the peak height), which a coordinate regressor does not. Decoding is the argmax refined by a
+parabola through the log heat map (exact for a Gaussian), so the estimate is finer than the heat-map grid.
 
 Written by hand: MONAI has no landmark-heat-map transform or decoder for 3D; the formulas are a few lines.
 """
@@ -52,26 +52,32 @@ class NigrosomeLocaliser(BasicUNet):
         return {"features": self.features, "spacing": self.spacing, "roi": [int(n) for n in self.roi]}
 
 
-def decode_heatmaps(heatmaps: torch.Tensor | np.ndarray, radius: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def decode_heatmaps(heatmaps: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(points [K, 3] in voxel coordinates of the heat-map grid, peak values [K]) of heat maps [K, X, Y, Z].
 
-    Each point is the argmax refined by the mean of the voxel coordinates in the ``(2 radius + 1)^3`` window around
-    it, weighted by the positive heat-map values there (sub-voxel precision); the peak value is the confidence.
+    Each point is the argmax refined along every axis by the vertex of the parabola through the logarithms of the
+    peak and its two neighbours (exact for a Gaussian, whose logarithm is a parabola); the peak value is the
+    confidence. A neighbour outside the grid or a non-positive value leaves that axis at the argmax.
     """
     maps = heatmaps.detach().float().cpu().numpy() if isinstance(heatmaps, torch.Tensor) else np.asarray(heatmaps)
     points, peaks = np.zeros((maps.shape[0], 3)), np.zeros(maps.shape[0])
     for k, volume in enumerate(maps):
         peak = np.unravel_index(int(np.argmax(volume)), volume.shape)
-        window = tuple(
-            slice(max(0, c - radius), min(n, c + radius + 1)) for c, n in zip(peak, volume.shape, strict=True)
-        )
-        weights = np.clip(volume[window], 0.0, None).astype(np.float64)
         peaks[k] = float(volume[peak])
-        if weights.sum() <= 0:
-            points[k] = peak
-            continue
-        axes = np.meshgrid(*(np.arange(s.start, s.stop) for s in window), indexing="ij")
-        points[k] = [float((a * weights).sum() / weights.sum()) for a in axes]
+        points[k] = peak
+        for axis in range(3):
+            if not 0 < peak[axis] < volume.shape[axis] - 1:
+                continue
+            around = [list(peak) for _ in range(3)]
+            around[0][axis] -= 1
+            around[2][axis] += 1
+            values = np.array([volume[tuple(index)] for index in around], dtype=np.float64)
+            if values.min() <= 0:
+                continue
+            low, mid, high = np.log(values)
+            curvature = low - 2 * mid + high
+            if curvature < 0:
+                points[k, axis] += float(np.clip(0.5 * (low - high) / curvature, -0.5, 0.5))
     return points, peaks
 
 
