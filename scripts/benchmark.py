@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -182,6 +183,35 @@ def bench_inference_rss(n_patients: int, mc_samples: int) -> dict[str, float]:
     return {"infer_peak_rss_mb": usage.ru_maxrss / 1024, "infer_run_s": wall, "infer_run_cases": n_patients}
 
 
+def bench_localisation(repeats: int) -> dict[str, float]:
+    """Seconds to localise both nigrosomes in one wide-field volume (104 x 104 x 36 mm at 0.5 x 0.5 x 1 mm), as
+    automatic centroids do: read the NIfTI, RAS, resample, sliding-window heat maps, decode (default localiser
+    size, random weights: the time does not depend on them). Median of ``repeats`` after one warm-up."""
+    import nibabel as nib
+    from monai.transforms import Compose
+
+    from bundle.data.landmarks import localiser_loading
+    from bundle.data.phantom import WIDE_FIELD, simulate_subject
+    from bundle.engine.localisation import locate, sliding_window
+    from bundle.method.landmarks import NigrosomeLocaliser
+
+    subject = simulate_subject(3.0, 3.0, np.random.default_rng(0), WIDE_FIELD)
+    network = NigrosomeLocaliser().eval()
+    prepare, inferer = Compose(localiser_loading(network.spacing)), sliding_window(network.roi)
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "wide.nii.gz"
+        nib.save(nib.Nifti1Image(subject.volume, subject.affine), path)
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            image = prepare({"image": str(path)})["image"]
+            with torch.no_grad():
+                heatmaps = inferer(image[None], network)[0]
+            locate(heatmaps, image.affine, image.meta["original_affine"])
+            times.append(time.perf_counter() - start)
+    return {"localise_s_per_volume": float(np.median(times[1:]))}
+
+
 def bench_cuda_flops(device: torch.device, pairs_per_batch: int, repeats: int) -> dict[str, float | None]:
     """Training FLOPs per patch (torch.utils.flop_counter), achieved TFLOP/s and MFU of the amp path."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -234,7 +264,8 @@ def main() -> None:
     rss = bench_inference_rss(n_patients=8 if args.quick else 24, mc_samples=100)
     throughput = bench_throughput(device, pairs_per_batch, repeats, compile=not args.no_compile)
     mc = bench_mc(device, 100, repeats, naive=True)
-    results |= throughput | mc | rss
+    localisation = bench_localisation(repeats)
+    results |= throughput | mc | rss | localisation
     prefix = "cpu" if device.type == "cpu" else "cuda"
     results[f"{prefix}_train_speedup"] = throughput["train_speedup"]
     results[f"{prefix}_infer_speedup"] = throughput["infer_speedup"]
@@ -269,6 +300,7 @@ def main() -> None:
         ("symmetric MC n=100 per pair (naive), ms", mc["mc_naive_pair_ms"]),
         ("MC n=100 / deterministic", mc["mc100_over_det"]),
         ("inference peak RSS, MB", rss["infer_peak_rss_mb"]),
+        ("localisation of one wide-field volume, s", localisation["localise_s_per_volume"]),
     ]
     if device.type == "cuda":
         rows += [("training GFLOP per patch", results["train_gflop_per_patch"]),

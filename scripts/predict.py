@@ -8,6 +8,7 @@ override needed for the demo model). ``--config_file`` layers more config files 
 Usage (from the repository root)::
 
     python scripts/predict.py --image subject.nii.gz --right 84 47 16 --left 31 50 16 [--space voxel|world]
+    python scripts/predict.py --image subject.nii.gz     # centroids from the localiser (models/localiser.pt)
     python scripts/predict.py --mat case.mat
     python scripts/predict.py --image dicom_folder/ --right 10.5 -18 -9 --left -11 -17.5 -9 --space world \\
         --ckpt models/model.pt --mc-samples 100
@@ -42,8 +43,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     parser.add_argument("--output-dir", help="keep the outputs (predictions.csv, patient JSON/PNG) here")
     parser.add_argument("--config_file", nargs="+", default=[], help="config files layered on inference.json")
     args, rest = parser.parse_known_args(argv)
-    if args.image and (args.right is None or args.left is None):
-        parser.error("--image needs --right and --left centroids")
+    if args.image and (args.right is None) != (args.left is None):
+        parser.error("give both --right and --left, or neither (the localiser finds them)")
     try:
         overrides = parse_overrides(rest)
     except ValueError as err:
@@ -63,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     from monai.bundle import run
 
     case: dict = {"id": args.id}
-    if args.image:
+    if args.image and args.right is None:  # no centroids: models/localiser.pt finds them
+        case |= {"image": str(Path(args.image).resolve()), "centroid_space": "auto"}
+    elif args.image:
         coords = [int(round(c)) for c in args.right + args.left] if args.space == "voxel" else args.right + args.left
         case |= {"image": str(Path(args.image).resolve()), "centroid_space": args.space,
                  "centroid_right": coords[:3], "centroid_left": coords[3:]}  # fmt: skip
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {errors[0]['error']}", file=sys.stderr)
             return 1
         row = next(csv.DictReader((out / "predictions.csv").open()))
-    print(f"{args.id} (research use only; not for clinical decisions)")
+    print(f"{args.id} (research use only; not for clinical decisions; centroids: {row['centroid_source']})")
     for side in ("right", "left"):
         interval = f"  [{row[f'low_{side}']}, {row[f'high_{side}']}]" if row[f"low_{side}"] else ""
         flag = "abnormal" if row[f"abnormal_{side}"] == "1" else "normal"

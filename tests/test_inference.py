@@ -22,7 +22,7 @@ from bundle.method.uncertainty import GAUSSIAN_95, IntervalSettings
 TINY = "[4,4,4,4]"
 COLUMNS = (
     "id,sbr_right,sbr_left,sigma_right,sigma_left,sigma_sym,low_right,high_right,low_left,high_left,"
-    "abnormal_right,abnormal_left,interval_kind,nominal_coverage"
+    "abnormal_right,abnormal_left,interval_kind,nominal_coverage,centroid_source"
 ).split(",")
 
 

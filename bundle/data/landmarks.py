@@ -104,7 +104,7 @@ def localiser_loading(spacing: Sequence[float]) -> list[Transform]:
         LoadImaged(keys="image", image_only=True),
         EnsureChannelFirstd(keys="image"),
         WorldCentroidsd(keys="image"),
-        Orientationd(keys="image", axcodes="RAS"),
+        Orientationd(keys="image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         Spacingd(keys="image", pixdim=[float(s) for s in spacing], mode="bilinear"),
         ScaleIntensityRangePercentilesd(keys="image", lower=1, upper=99, b_min=0.0, b_max=1.0, clip=True),
     ]

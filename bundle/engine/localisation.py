@@ -176,7 +176,7 @@ class AutoCentroidsd(Transform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         if not self.needs_localiser(d):
-            d.setdefault("centroid_source", "annotated")
+            d.setdefault("centroid_source", "annotated" if d.get("image") is not None else "pre-cropped")
             return d
         case = str(d.get("id", "<no id>"))
         if self.network is None:

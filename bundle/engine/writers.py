@@ -105,13 +105,16 @@ class MCCollector:
         self.samples: list[np.ndarray] = []
         self.truths: list[np.ndarray | None] = []
         self.images: list[np.ndarray] = []
+        self.sources: list[str] = []
 
     def collect(self, engine: Engine) -> None:
         batch, output = engine.state.batch, engine.state.output
         pred = output["pred"].detach().double().cpu().numpy()  # [B, n, 2]
         labels = output.get("label")
+        sources = batch.get("centroid_source") or [""] * len(batch["id"])
         for i, case_id in enumerate(batch["id"]):
             self.ids.append(str(case_id))
+            self.sources.append(str(sources[i]))
             self.samples.append(pred[i])
             truth = None if labels is None else labels[i].detach().double().cpu().numpy()
             self.truths.append(None if truth is None or not np.isfinite(truth).all() else truth)
@@ -201,6 +204,7 @@ class PredictionWriter(MCCollector):
             "abnormal_right": int(right < ABNORMAL_SBR["right"]), "abnormal_left": int(left < ABNORMAL_SBR["left"]),
             "interval_kind": "none" if deterministic else self.intervals.kind,
             "nominal_coverage": None if deterministic else self.intervals.coverage,
+            "centroid_source": self.sources[i],
         }  # fmt: skip
         if deterministic:
             return row

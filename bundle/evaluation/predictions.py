@@ -28,13 +28,14 @@ __all__ = [
 PREDICTION_COLUMNS = (
     "id", "sbr_right", "sbr_left", "sigma_right", "sigma_left", "sigma_sym",
     "low_right", "high_right", "low_left", "high_left", "abnormal_right", "abnormal_left",
-    "interval_kind", "nominal_coverage",
+    "interval_kind", "nominal_coverage", "centroid_source",
 )  # fmt: skip
 """Columns of ``predictions.csv`` (SBR units). ``interval_kind``: ``calibrated``, ``uncalibrated`` or ``none``
-(deterministic); ``nominal_coverage``: the calibrated coverage (empty otherwise)."""
+(deterministic); ``nominal_coverage``: the calibrated coverage (empty otherwise); ``centroid_source``: ``annotated``
+(the datalist's centroids), ``localiser`` (found automatically) or ``pre-cropped`` (patch files, ``.mat``)."""
 RUN_RECORD = "run.json"
 """Written beside ``predictions.csv``: the bundle version, the run's inputs (hashes and settings) and its counts."""
-TEXT_COLUMNS = ("id", "interval_kind")
+TEXT_COLUMNS = ("id", "interval_kind", "centroid_source")
 """Columns of ``predictions.csv`` that hold text; the others are numbers (SBR units) or empty."""
 
 
