@@ -11,6 +11,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import bundle
+from bundle.data import LoadNigralPatchesd
 from bundle.data import datalist as datalist_module
 from bundle.method.networks import VGGRegressor3D
 
@@ -121,7 +122,9 @@ def test_inference_side_workflows_share_the_preprocessing_and_its_overrides(work
         parser = _workflow(name, tiny_cohort, tmp_path, **overrides).parser
         parser.parse()
         assert parser.get("preprocessing") == _raw_inference_preprocessing()
-        load = parser.get_parsed_content("preprocessing").transforms[0]
+        load = next(
+            t for t in parser.get_parsed_content("preprocessing").transforms if isinstance(t, LoadNigralPatchesd)
+        )
         unit = parser.get_parsed_content("postprocessing").transforms[0]
         return load.dicom_reader, load.mat_lr_axis, load.mat_ornt is not None, load.extract.resample, unit.sbr_max
 
@@ -167,9 +170,16 @@ def test_cache_on_device_moves_the_cached_patches_and_drops_loader_workers(devic
 
 def test_default_datalist_triggers_the_demo_cohort_and_others_must_exist(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(datalist_module, "ensure_demo_cohort", lambda out: calls.append(out) or out / "datalist.json")
+
+    def fake(out, field):
+        calls.append((out, field))
+        return out / "datalist.json"
+
+    monkeypatch.setattr(datalist_module, "ensure_demo_cohort", fake)
     demo = datalist_module.resolve_datalist(tmp_path / "data" / "demo" / "datalist.json", tmp_path)
-    assert calls == [tmp_path / "data" / "demo"] and demo.endswith("datalist.json")
+    wide = datalist_module.resolve_datalist(tmp_path / "data" / "demo_wide" / "datalist.json", tmp_path)
+    assert calls == [(tmp_path / "data" / "demo", "slab"), (tmp_path / "data" / "demo_wide", "wide")]
+    assert demo.endswith("datalist.json") and wide.endswith("datalist.json")
     with pytest.raises(FileNotFoundError, match="datalist not found: .*mine.json"):
         datalist_module.resolve_datalist(tmp_path / "mine.json", tmp_path)
 

@@ -158,7 +158,7 @@ def test_all_storages_give_identical_predictions_through_inference_and_a_bad_cas
         "inference", config_file=str(REPO / "configs" / "inference.json"), bundle_root=str(REPO),
         datalist=str(datalist), dataset_dir=str(tmp_path), ckpt_path=str(tmp_path / "model.pt"),
         output_dir=str(tmp_path / "out"), mc_samples=0, amp=False, reports=False, batch_size=1,
-        **{"network_def#channels": [4, 4, 4, 4], "preprocessing#transforms#0#mat_axcodes": "PLS"},
+        **{"network_def#channels": [4, 4, 4, 4], "mat_axcodes": "PLS"},
     )  # fmt: skip
     with open(tmp_path / "out" / "predictions.csv") as f:
         rows = {row["id"]: row for row in csv.DictReader(f)}
