@@ -161,3 +161,27 @@ def test_localise_workflows_train_and_write_centroids(wide_cohort, tmp_path):
     with open(tmp_path / "out" / "errors.csv") as handle:
         for error in csv.DictReader(handle):
             assert error["error"].startswith(f"{error['id']}: localiser: ") and "\n" not in error["error"]
+
+
+def test_inference_localises_cases_without_centroids_and_goes_on_when_it_cannot(tiny_cohort, tmp_path):
+    """A case without centroids needs the localiser; without one it is a one-line error and the others are
+    predicted, each saying which centroids it used."""
+    from monai.bundle import run
+
+    from bundle.method.networks import VGGRegressor3D
+
+    torch.manual_seed(0)
+    torch.save(VGGRegressor3D(channels=(2, 2, 2, 2)).state_dict(), tmp_path / "model.pt")
+    cases = json.loads((tiny_cohort / "datalist.json").read_text())["test"]
+    unannotated = {k: v for k, v in cases[0].items() if not k.startswith("centroid")}
+    (tmp_path / "datalist.json").write_text(json.dumps({"test": [unannotated, *cases[1:]]}))
+    run("inference", config_file=str(REPO / "configs" / "inference.json"), bundle_root=str(REPO),
+        dataset_dir=str(tiny_cohort), datalist=str(tmp_path / "datalist.json"), ckpt_path=str(tmp_path / "model.pt"),
+        localiser_path=str(tmp_path / "absent.pt"), output_dir=str(tmp_path / "out"), mc_samples=0,
+        reports=False, **{"network_def#channels": [2, 2, 2, 2]})  # fmt: skip
+    with open(tmp_path / "out" / "errors.csv") as handle:
+        message = f"{cases[0]['id']}: centroids: none given and no localiser (train one, or set --localiser_path)"
+        assert list(csv.DictReader(handle)) == [{"id": cases[0]["id"], "error": message}]
+    with open(tmp_path / "out" / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["id"], r["centroid_source"]) for r in rows] == [(c["id"], "annotated") for c in cases[1:]]
