@@ -7,6 +7,9 @@ Runs the bundle's own workflows and writes ``study.json`` and ``study.md`` into 
 2. ``inference`` (deterministic, ``--mc-samples 0`` by default) with the annotated centroids, with the localiser's
    (``"centroid_space": "auto"``), and with the annotated centroids moved by 1, 2 and 4 voxels in a random
    direction (how precise the localiser must be): SBR MAE and Pearson R per run, averaged over the sides.
+3. Refusals: ``localise`` on volumes without a midbrain (noise only, at the cohort's noise level) and with the right
+   nigra blanked (a 15 mm ball replaced by tissue and noise), made from the first ``--refusal-cases`` cases: how many
+   give the one-line low-confidence or implausibility error instead of centroids.
 
 Usage (from the repository root, after training the regressor and the localiser)::
 
@@ -95,6 +98,30 @@ def jittered(cases: list[dict], dataset_dir: Path, voxels: int, rng: np.random.G
     return out
 
 
+def refusal_volumes(cases: list[dict], dataset_dir: Path, folder: Path) -> list[dict]:
+    """Noise-only and right-blanked copies of ``cases`` as NIfTI files in ``folder``; returns their datalist cases."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    out = []
+    for case in cases:
+        image = nib.load(dataset_dir / case["image"])
+        volume = np.asarray(image.dataobj, dtype=np.float32)
+        tissue, noise = float(np.median(volume)), float(np.std(volume[:8, :8]))  # a corner: skull, noise only
+        variants = {"noise": np.abs(rng.normal(0.3 * tissue, noise + 0.05 * tissue, volume.shape))}
+        grid = np.stack(np.meshgrid(*(np.arange(n) for n in volume.shape), indexing="ij"), axis=-1)
+        distance = np.linalg.norm((grid - np.asarray(case["centroid_right"])) * np.asarray(image.header.get_zooms()),
+                                  axis=-1)  # fmt: skip
+        blanked = volume.copy()
+        ball = distance < 15.0
+        blanked[ball] = rng.normal(tissue, 0.1 * tissue, int(ball.sum()))
+        variants["right_blanked"] = blanked
+        for name, array in variants.items():
+            path = folder / f"{case['id']}_{name}.nii.gz"
+            nib.save(nib.Nifti1Image(array.astype(np.float32), image.affine), path)
+            out.append({"id": f"{case['id']}_{name}", "image": str(path)})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset-dir", default=str(REPO / "data" / "demo_wide"))
@@ -104,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mc-samples", type=int, default=0, help="0: deterministic predictions (the point estimate)")
     parser.add_argument("--out", default=str(REPO / "runs" / "localisation_study"))
     parser.add_argument("--seed", type=int, default=0, help="seed of the jitter directions")
+    parser.add_argument("--refusal-cases", type=int, default=10, help="cases made into noise-only / blanked volumes")
     args = parser.parse_args(argv)
     dataset_dir, out = Path(args.dataset_dir).resolve(), Path(args.out).resolve()
     datalist = json.loads((dataset_dir / "datalist.json").read_text())
@@ -132,12 +160,26 @@ def main(argv: list[str] | None = None) -> int:
                      output_dir=str(folder))  # fmt: skip
         agreement[name] = sbr_agreement(folder / "predictions.csv", cases)
 
+    refusals = refusal_volumes(cases[: args.refusal_cases], dataset_dir, out / "refusals" / "volumes")
+    write_text(out / "refusals" / "datalist.json", json.dumps({"test": refusals}))
+    run_workflow("localise", ["configs/localise.json"], dataset_dir=str(out / "refusals"),
+                 datalist=str(out / "refusals" / "datalist.json"), section="test", localiser_path=args.localiser,
+                 output_dir=str(out / "refusals" / "localise"))  # fmt: skip
+    with open(out / "refusals" / "localise" / "errors.csv") as handle:
+        refused = {r["id"]: r["error"] for r in csv.DictReader(handle)}
+    refusal = {kind: {"refused": sum(r["id"].endswith(kind) and r["id"] in refused for r in refusals),
+                      "of": sum(r["id"].endswith(kind) for r in refusals),
+                      "messages": sorted({refused[r["id"]].split(": ", 2)[-1] for r in refusals
+                                          if r["id"].endswith(kind) and r["id"] in refused})[:3]}
+               for kind in ("noise", "right_blanked")}  # fmt: skip
+
     result = {
         "dataset_dir": str(dataset_dir), "section": args.section, "n": len(cases), "hardware": hardware(),
         "wall_s": round(time.perf_counter() - start, 1),
         "localisation_mm": {side: summary(found[side]) for side in SIDES},
         "mean_centroid_baseline_mm": {side: summary(baseline[side]) for side in SIDES},
         "sbr": agreement,
+        "refusals": refusal,
     }  # fmt: skip
     write_json(out / "study.json", result)
     lines = ["| centroids | error median / p95 / max (mm), right | left |", "| --- | --- | --- |"]
@@ -148,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "| centroids used | SBR MAE | R | cases predicted |", "| --- | --- | --- | --- |"]
     for name, a in agreement.items():
         lines.append(f"| {name} | {a['mae']:.3f} | {a['r']:.3f} | {a['n']} of {len(cases)} |")
+    lines += ["", "| volume | refused (one-line error) |", "| --- | --- |"]
+    for kind, counts in refusal.items():
+        lines.append(f"| {kind.replace('_', ' ')} | {counts['refused']} of {counts['of']} |")
     write_text(out / "study.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out / 'study.json'}, {out / 'study.md'} ({result['wall_s']} s)")
