@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, bundle_env
+from subjects import write_dicom_series
 from monai.transforms import Compose
 
 from bundle.data import cohort
@@ -44,7 +45,8 @@ def test_plausibility_names_the_problem():
 
 @pytest.fixture(scope="module")
 def wide_subject(tmp_path_factory):
-    """One wide-field subject stored three ways: RAS, LPS (x and y reversed) and with permuted axes (z, x, y)."""
+    """One wide-field subject stored four ways: RAS, LPS (x and y reversed), permuted axes (z, x, y) and a DICOM
+    series folder (LPS slices, shuffled files)."""
     s = cohort.simulate_subject(4.0, 2.0, np.random.default_rng(4), cohort.WIDE_FIELD)
     out = tmp_path_factory.mktemp("orientations")
     lps_affine = s.affine.copy()
@@ -63,6 +65,7 @@ def wide_subject(tmp_path_factory):
     for name, (array, affine) in stored.items():
         paths[name] = out / f"{name}.nii.gz"
         nib.save(nib.Nifti1Image(np.ascontiguousarray(array), affine), paths[name])
+    paths["dicom"] = write_dicom_series(out / "dicom", s.volume, s.affine, seed=3)
     world = [(s.affine @ [*v, 1.0])[:3] for v in (s.centroid_right, s.centroid_left)]
     return paths, np.array(world)
 
@@ -79,7 +82,7 @@ def test_targets_sit_at_the_same_world_point_in_any_storage_order(wide_subject):
         np.testing.assert_allclose(world_to_voxel(item["image"].affine, found), points, atol=1e-6)
 
 
-def test_the_localiser_gives_the_same_world_centroids_for_ras_lps_and_permuted_files(wide_subject):
+def test_the_localiser_gives_the_same_world_centroids_for_ras_lps_permuted_and_dicom_inputs(wide_subject):
     paths, _ = wide_subject
     torch.manual_seed(0)
     network = NigrosomeLocaliser(features=(4, 4, 8, 8, 16, 4)).eval()
@@ -91,7 +94,7 @@ def test_the_localiser_gives_the_same_world_centroids_for_ras_lps_and_permuted_f
         with torch.no_grad():
             heatmaps = inferer(image[None], network)[0]
         results[name] = locate(heatmaps, image.affine, image.meta["original_affine"])
-    for name in ("lps", "permuted"):
+    for name in ("lps", "permuted", "dicom"):
         np.testing.assert_allclose(results[name]["world"], results["ras"]["world"], atol=0.5)
     # voxel indices refer to each file's own array: the RAS and LPS indices mirror each other in x and y
     shape = nib.load(paths["ras"]).shape
@@ -161,6 +164,30 @@ def test_localise_workflows_train_and_write_centroids(wide_cohort, tmp_path):
     with open(tmp_path / "out" / "errors.csv") as handle:
         for error in csv.DictReader(handle):
             assert error["error"].startswith(f"{error['id']}: localiser: ") and "\n" not in error["error"]
+    assert_predict_reads_dicom_like_nifti(wide_cohort / cases[0]["image"], tmp_path / "localiser.pt", tmp_path)
+
+
+def assert_predict_reads_dicom_like_nifti(nifti, localiser, tmp_path) -> None:
+    """``predict.py --image`` without centroids: the volume's DICOM series folder gives the same outcome (the
+    localiser's centroids and SBRs, or the same one-line refusal) as its NIfTI file."""
+    from bundle.method.networks import VGGRegressor3D
+
+    torch.manual_seed(0)
+    torch.save(VGGRegressor3D(channels=(2, 2, 2, 2)).state_dict(), tmp_path / "model.pt")
+    image = nib.load(nifti)
+    series = write_dicom_series(tmp_path / "series", np.asarray(image.dataobj), image.affine, seed=1)
+    outcomes = []
+    for source in (nifti, series):
+        command = [sys.executable, "scripts/predict.py", "--image", str(source), "--ckpt", str(tmp_path / "model.pt"),
+                   "--mc-samples", "0", "--localiser_path", str(localiser), "--network_def#channels", "[2,2,2,2]",
+                   "--reports", "false"]  # fmt: skip
+        result = subprocess.run(command, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
+        lines = (result.stdout if result.returncode == 0 else result.stderr).strip().splitlines()
+        assert result.returncode in (0, 1), result.stderr[-3000:]
+        outcomes.append((result.returncode, lines[-3:] if result.returncode == 0 else lines[-1]))
+    assert outcomes[0] == outcomes[1]
+    code, said = outcomes[0]
+    assert ("centroids: localiser" in said[0]) if code == 0 else said.startswith("error: patient: localiser: ")
 
 
 def test_inference_localises_cases_without_centroids_and_goes_on_when_it_cannot(tiny_cohort, tmp_path):

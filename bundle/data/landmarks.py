@@ -9,14 +9,12 @@ transform for 3D.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import (
-    EnsureChannelFirstd,
-    LoadImaged,
     MapTransform,
     Orientationd,
     ScaleIntensityRangePercentilesd,
@@ -25,6 +23,7 @@ from monai.transforms import (
 )
 
 from bundle.constants import SIDES
+from bundle.data.loading import LoadVolumed
 from bundle.data.patches import case_id, world_centroid
 
 __all__ = ["gaussian_heatmaps", "world_to_voxel", "WorldCentroidsd", "CentroidHeatmapsd", "localiser_loading"]
@@ -92,17 +91,17 @@ class CentroidHeatmapsd(MapTransform):
         affine = image.affine
         spacing = np.linalg.norm(np.asarray(affine[:3, :3], dtype=np.float64), axis=0)
         maps = gaussian_heatmaps(image.shape[1:], world_to_voxel(affine, points), self.sigma_mm / spacing)
-        d[self.label_key] = MetaTensor(torch.from_numpy(maps), affine=affine.clone(), meta=dict(image.meta))
+        d[self.label_key] = MetaTensor(torch.from_numpy(maps), meta={**image.meta, "affine": affine.clone()})
         return d
 
 
-def localiser_loading(spacing: Sequence[float]) -> list[Transform]:
+def localiser_loading(spacing: Sequence[float], dicom_reader: Literal["itk", "pydicom"] = "itk") -> list[Transform]:
     """The localiser's deterministic preprocessing, shared by its training, the ``localise`` workflow and automatic
-    centroids in inference: load (NIfTI, or a DICOM series folder with ITK), annotated centroids to scanner space,
-    RAS orientation, ``spacing`` (mm, bilinear), intensities to [0, 1] between the 1st and 99th percentile."""
+    centroids in inference: load (NIfTI, or a DICOM series folder read by ``dicom_reader``, with the regressor's
+    readers and checks), annotated centroids to scanner space, RAS orientation, ``spacing`` (mm, bilinear),
+    intensities to [0, 1] between the 1st and 99th percentile."""
     return [
-        LoadImaged(keys="image", image_only=True),
-        EnsureChannelFirstd(keys="image"),
+        LoadVolumed(keys="image", dicom_reader=dicom_reader),
         WorldCentroidsd(keys="image"),
         Orientationd(keys="image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         Spacingd(keys="image", pixdim=[float(s) for s in spacing], mode="bilinear"),

@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import ITKReader, MetaTensor, NibabelReader, PydicomReader
-from monai.transforms import BorderPad, Flip, LoadImage, Orientation, Transform
+from monai.transforms import BorderPad, Flip, LoadImage, MapTransform, Orientation, Transform
 from nibabel import orientations as nio
 
 from bundle.constants import DEFAULT_SBR_MAX, PATCH_SIZE, SIDES, TARGET_SPACING
@@ -66,7 +66,7 @@ for _name in REPEATED_NOTICE_LOGGERS:
     if not any(isinstance(f, FirstOccurrenceFilter) for f in _logger.filters):
         _logger.addFilter(FirstOccurrenceFilter())
 
-__all__ = ["LoadNigralPatchesd", "MAT_SBR_MAX"]
+__all__ = ["LoadNigralPatchesd", "LoadVolumed", "VolumeReader", "MAT_SBR_MAX"]
 
 MAT_SBR_MAX = DEFAULT_SBR_MAX
 """The original release stores ``true_sbr`` divided by this constant (the paper's sbr_max)."""
@@ -93,6 +93,70 @@ def _nifti_problem(path: Path) -> str | None:
     except Exception as err:
         return f"not a readable NIfTI file: {short_reason(err)}"
     return None
+
+
+class VolumeReader:
+    """Read one full volume (NIfTI file, other ITK-readable file, or DICOM series folder) as a channel-first 3D
+    float32 ``MetaTensor`` with its scanner-RAS affine; the one reader of the regressor's and the localiser's inputs.
+
+    A DICOM folder is checked by :func:`bundle.data.readers.check_dicom_series` first, then read by ``dicom_reader``:
+    ``"itk"`` (``ITKReader``, slices sorted by position) or ``"pydicom"`` (``PydicomReader``, sorted by
+    InstanceNumber, which must then follow the slice positions). Every failure is a one-line error that starts with
+    ``"{case}: {field}: "``.
+    """
+
+    def __init__(self, dicom_reader: Literal["itk", "pydicom"] = "itk") -> None:
+        if dicom_reader not in ("itk", "pydicom"):
+            raise ValueError(f"dicom_reader must be 'itk' or 'pydicom', got {dicom_reader!r}.")
+        self.dicom_reader = dicom_reader
+        self._loaders: dict[str, LoadImage] = {}
+
+    def __call__(self, case: str, field: str, path: str | Path) -> MetaTensor:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{case}: {field}: {_missing(path)}: {path}")
+        if path.is_dir():
+            check_dicom_series(path, case, field, instance_order=self.dicom_reader == "pydicom")
+            kind = self.dicom_reader
+        elif path.name.endswith((".nii", ".nii.gz")):
+            kind = "nifti"
+        else:
+            kind = "any"
+        try:
+            image = self._loader(kind)(str(path))
+        except Exception as err:  # any reader failure means an unreadable file
+            reason = _nifti_problem(path) if kind == "nifti" else None
+            raise ValueError(f"{case}: {field}: cannot read {path.name} ({reason or short_reason(err)})") from None
+        shape = tuple(image.shape)
+        spatial = shape
+        while len(spatial) > 3 and spatial[-1] == 1:
+            spatial = spatial[:-1]
+        if len(spatial) != 3 or min(spatial) < 2:
+            dims = 2 if len(spatial) == 3 else len(spatial)
+            raise ValueError(f"{case}: {field}: {dims}D image of shape {shape}; need a single 3D volume")
+        return MetaTensor(image.as_tensor().reshape(spatial)[None], meta=dict(image.meta))
+
+    def _loader(self, kind: str) -> LoadImage:
+        """One MONAI ``LoadImage`` per reader kind, made on first use and reused for every case."""
+        if kind not in self._loaders:
+            reader = {"nifti": NibabelReader, "itk": ITKReader, "pydicom": PydicomReader}.get(kind)
+            self._loaders[kind] = LoadImage(reader=reader() if reader else None, image_only=True, dtype=np.float32)
+        return self._loaders[kind]
+
+
+class LoadVolumed(MapTransform):
+    """Replace the path (or DICOM folder) under ``keys`` by the volume, read by :class:`VolumeReader` (the same
+    readers and checks as :class:`LoadNigralPatchesd`)."""
+
+    def __init__(self, keys: str = "image", dicom_reader: Literal["itk", "pydicom"] = "itk") -> None:
+        super().__init__(keys)
+        self.read_volume = VolumeReader(dicom_reader)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.read_volume(case_id(d), str(key), d[key])
+        return d
 
 
 class LoadNigralPatchesd(Transform):
@@ -147,8 +211,6 @@ class LoadNigralPatchesd(Transform):
         max_outside: float = 0.5,
         max_obliquity: float = 30.0,
     ) -> None:
-        if dicom_reader not in ("itk", "pydicom"):
-            raise ValueError(f"dicom_reader must be 'itk' or 'pydicom', got {dicom_reader!r}.")
         if mat_lr_axis not in (0, 1, 2):
             raise ValueError(f"mat_lr_axis must be 0, 1 or 2, got {mat_lr_axis!r}.")
         self.patch_size = tuple(int(s) for s in patch_size)
@@ -158,13 +220,13 @@ class LoadNigralPatchesd(Transform):
         self.target_spacing = np.asarray(target_spacing, dtype=np.float64)
         self.spacing_tolerance = float(spacing_tolerance)
         self.dicom_reader = dicom_reader
+        self.read_volume = VolumeReader(dicom_reader)
         self.mat_lr_axis = int(mat_lr_axis)
         self.mat_ornt = None
         if mat_axcodes is not None:
             self.mat_ornt = nio.ornt_transform(nio.axcodes2ornt(tuple(mat_axcodes)), nio.axcodes2ornt("RAS"))
         self.require_sbr = require_sbr
         self.max_obliquity = float(max_obliquity)
-        self._loaders: dict[str, LoadImage] = {}
         self.orient = Orientation(axcodes="RAS", labels=None)
         self.flip = Flip(spatial_axis=LR_AXIS)
         self.pad = BorderPad(spatial_border=self.margins.tolist(), mode="edge")
@@ -196,37 +258,8 @@ class LoadNigralPatchesd(Transform):
         return d
 
     def load_volume(self, case: str, field: str, path: str | Path) -> MetaTensor:
-        """A channel-first 3D float32 ``MetaTensor`` from a NIfTI (or other ITK-readable) file or DICOM folder."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{case}: {field}: {_missing(path)}: {path}")
-        if path.is_dir():
-            check_dicom_series(path, case, field, instance_order=self.dicom_reader == "pydicom")
-            kind = self.dicom_reader
-        elif path.name.endswith((".nii", ".nii.gz")):
-            kind = "nifti"
-        else:
-            kind = "any"
-        try:
-            image = self._loader(kind)(str(path))
-        except Exception as err:  # any reader failure means an unreadable file
-            reason = _nifti_problem(path) if kind == "nifti" else None
-            raise ValueError(f"{case}: {field}: cannot read {path.name} ({reason or short_reason(err)})") from None
-        shape = tuple(image.shape)
-        spatial = shape
-        while len(spatial) > 3 and spatial[-1] == 1:
-            spatial = spatial[:-1]
-        if len(spatial) != 3 or min(spatial) < 2:
-            dims = 2 if len(spatial) == 3 else len(spatial)
-            raise ValueError(f"{case}: {field}: {dims}D image of shape {shape}; need a single 3D volume")
-        return MetaTensor(image.as_tensor().reshape(spatial)[None], meta=dict(image.meta))
-
-    def _loader(self, kind: str) -> LoadImage:
-        """One MONAI ``LoadImage`` per reader kind, made on first use and reused for every case."""
-        if kind not in self._loaders:
-            reader = {"nifti": NibabelReader, "itk": ITKReader, "pydicom": PydicomReader}.get(kind)
-            self._loaders[kind] = LoadImage(reader=reader() if reader else None, image_only=True, dtype=np.float32)
-        return self._loaders[kind]
+        """A channel-first 3D float32 ``MetaTensor`` of ``path`` (see :class:`VolumeReader`)."""
+        return self.read_volume(case, field, path)
 
     def _from_patch_files(self, d: dict[Hashable, Any]) -> dict[str, MetaTensor]:
         case, out = case_id(d), {}

@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -205,14 +205,17 @@ def sliding_window(roi: Sequence[int]) -> SlidingWindowInferer:
 
 
 def auto_centroids(
-    localiser_path: str | os.PathLike, device: torch.device | str = "cpu", limits: Plausibility | None = None
+    localiser_path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    limits: Plausibility | None = None,
+    dicom_reader: Literal["itk", "pydicom"] = "itk",
 ) -> AutoCentroidsd:
     """:class:`AutoCentroidsd` with the localiser of ``localiser_path`` built from its own record (features, spacing,
-    sliding-window size); without that file, cases that need the localiser fail with a one-line error and the
-    others run as before."""
+    sliding-window size), reading DICOM folders with ``dicom_reader``; without that file, cases that need the
+    localiser fail with a one-line error and the others run as before."""
     path = Path(localiser_path)
     if not path.is_file():
         return AutoCentroidsd(None, lambda d: d, sliding_window((16, 16, 16)), limits, device)
     network = load_network(NigrosomeLocaliser(**recorded_network(path)), path, device)
-    preprocessing = Compose(localiser_loading(network.spacing))
+    preprocessing = Compose(localiser_loading(network.spacing, dicom_reader))
     return AutoCentroidsd(network, preprocessing, sliding_window(network.roi), limits, device)
