@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, bundle_env
-from subjects import write_dicom_series
 from monai.transforms import Compose
+from subjects import write_dicom_series
 
 from bundle.data import cohort
 from bundle.data.landmarks import CentroidHeatmapsd, gaussian_heatmaps, localiser_loading, world_to_voxel
