@@ -16,7 +16,13 @@ from subjects import write_dicom_series
 from bundle.data import cohort
 from bundle.data.landmarks import CentroidHeatmapsd, gaussian_heatmaps, localiser_loading, world_to_voxel
 from bundle.engine.localisation import AutoCentroidsd, locate, sliding_window
-from bundle.method.landmarks import NigrosomeLocaliser, Plausibility, decode_heatmaps, implausibility
+from bundle.method.landmarks import (
+    MirrorAveraged,
+    NigrosomeLocaliser,
+    Plausibility,
+    decode_heatmaps,
+    implausibility,
+)
 
 LIMITS = Plausibility()
 
@@ -108,6 +114,25 @@ class _BrightSpots(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, x], dim=1)
+
+
+class _RightOnly(torch.nn.Module):
+    """Stand-in localiser that sees only a right nigrosome, weighted by the left-right position: channel 0 = the
+    image x (its array index along X), channel 1 = 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.arange(x.shape[2], dtype=x.dtype).view(1, 1, -1, 1, 1)
+        return torch.cat([x * ramp, torch.zeros_like(x)], dim=1)
+
+
+def test_mirror_averaging_gives_each_side_the_other_sides_view_of_the_mirrored_volume():
+    x = torch.rand(2, 1, 6, 5, 4)
+    ramp = torch.arange(6.0).view(1, 1, -1, 1, 1)
+    # direct pass [x ramp, 0]; mirrored pass along X: [flip(x) ramp, 0] -> flipped back [x flip(ramp), 0] -> sides
+    # swapped [0, x flip(ramp)]; the mean:
+    expected = 0.5 * torch.cat([x * ramp, x * ramp.flip(2)], dim=1)
+    torch.testing.assert_close(MirrorAveraged(_RightOnly())(x), expected)
+    torch.testing.assert_close(MirrorAveraged(_BrightSpots())(x), torch.cat([x, x], dim=1))
 
 
 def test_auto_centroids_refuse_low_confidence_with_one_line(tmp_path):

@@ -27,7 +27,13 @@ from bundle.constants import SIDES
 from bundle.data.landmarks import localiser_loading, world_to_voxel
 from bundle.engine.checkpoints import load_network, recorded_network
 from bundle.io import staged_outputs, write_csv
-from bundle.method.landmarks import NigrosomeLocaliser, Plausibility, decode_heatmaps, implausibility
+from bundle.method.landmarks import (
+    NigrosomeLocaliser,
+    Plausibility,
+    decode_heatmaps,
+    implausibility,
+    mirror_averaged,
+)
 
 __all__ = ["CENTROID_COLUMNS", "LocalisationError", "locate", "CentroidWriter", "AutoCentroidsd", "auto_centroids"]
 
@@ -209,13 +215,16 @@ def auto_centroids(
     device: torch.device | str = "cpu",
     limits: Plausibility | None = None,
     dicom_reader: Literal["itk", "pydicom"] = "itk",
+    mirror_average: bool = True,
 ) -> AutoCentroidsd:
     """:class:`AutoCentroidsd` with the localiser of ``localiser_path`` built from its own record (features, spacing,
-    sliding-window size), reading DICOM folders with ``dicom_reader``; without that file, cases that need the
-    localiser fail with a one-line error and the others run as before."""
+    sliding-window size), reading DICOM folders with ``dicom_reader``, with test-time mirror averaging
+    (:class:`~bundle.method.landmarks.MirrorAveraged`) when ``mirror_average``; without that file, cases that need
+    the localiser fail with a one-line error and the others run as before."""
     path = Path(localiser_path)
     if not path.is_file():
         return AutoCentroidsd(None, lambda d: d, sliding_window((16, 16, 16)), limits, device)
     network = load_network(NigrosomeLocaliser(**recorded_network(path)), path, device)
     preprocessing = Compose(localiser_loading(network.spacing, dicom_reader))
-    return AutoCentroidsd(network, preprocessing, sliding_window(network.roi), limits, device)
+    return AutoCentroidsd(mirror_averaged(network, mirror_average), preprocessing, sliding_window(network.roi), limits,
+                          device)  # fmt: skip
