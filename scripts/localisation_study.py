@@ -1,6 +1,6 @@
 """Automatic vs annotated nigrosome-1 centroids on a cohort's test split (synthetic data; research use only).
 
-Runs the bundle's own workflows and writes ``study.json`` and ``study.md`` into ``--out``:
+Runs the bundle's own workflows and writes ``study.json``, ``study.md`` and ``study.png`` into ``--out``:
 
 1. ``localise`` on the section: localisation error (mm) per side against the annotated centroids (median, 95th
    percentile, max), beside the predict-the-mean baseline (every case gets the training split's mean centroid); on
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from matplotlib.figure import Figure
 from scipy.stats import pearsonr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from bundle.constants import SIDES  # noqa: E402
 from bundle.engine.experiments import hardware  # noqa: E402
+from bundle.evaluation.plots import save_png  # noqa: E402
 from bundle.io import write_json, write_text  # noqa: E402
 
 JITTERS_VOX = (1, 2, 4)
@@ -142,6 +144,33 @@ def refusal_volumes(cases: list[dict], dataset_dir: Path, folder: Path) -> list[
     return out
 
 
+def study_figure(errors: dict[str, dict[str, np.ndarray]], agreement: dict[str, dict[str, float]]) -> Figure:
+    """Cumulative distributions of the localisation errors per side (targets 1 and 2 mm dashed), and the SBR MAE
+    against the centroid jitter with the localiser's MAE as a line: how precise the centroids must be."""
+    fig = Figure(figsize=(13.5, 4.2), dpi=120)
+    axes = fig.subplots(1, 3)
+    for ax, side in zip(axes[:2], SIDES, strict=True):
+        for name, per_side in errors.items():
+            values = np.sort(per_side[side])
+            ax.step(values, np.arange(1, len(values) + 1) / len(values), where="post", label=name)
+        for target in (1.0, 2.0):
+            ax.axvline(target, color="0.5", linestyle="--", linewidth=0.8)
+        ax.set(xlabel="distance (mm, log scale)", ylabel="fraction of test cases", title=f"{side} nigrosome-1",
+               xscale="log", ylim=(0, 1.02))  # fmt: skip
+        ax.set_xlim(0.1, max(float(e[side].max()) for e in errors.values()) * 1.2)
+    axes[0].legend(fontsize=7.5, loc="lower right")
+    jitter = [0, *JITTERS_VOX]
+    maes = [agreement["annotated"]["mae"], *(agreement[f"annotated + {v} voxel jitter"]["mae"] for v in JITTERS_VOX)]
+    axes[2].plot(jitter, maes, "o-", color="tab:gray", label="annotated centroids moved by n voxels")
+    axes[2].axhline(agreement["localiser"]["mae"], color="tab:blue", linestyle="--", label="localiser's centroids")
+    axes[2].set(xlabel="centroid jitter (voxels of the file, random direction)", ylabel="SBR MAE (SBR units)",
+                title="SBR error against centroid error", xticks=jitter)  # fmt: skip
+    axes[2].legend(fontsize=7.5)
+    fig.text(0.5, 0.01, "Synthetic wide-field cohort, test split; research use only.", ha="center", fontsize=8.5)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset-dir", default=str(REPO / "data" / "demo_wide"))
@@ -204,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "refusals": refusal,
     }  # fmt: skip
     write_json(out / "study.json", result)
+    save_png(study_figure(rows, agreement), out / "study.png")
     lines = ["| centroids (against the annotation unless said) | error median / p95 / max (mm), right | left |",
              "| --- | --- | --- |"]  # fmt: skip
     for label, stats in result["localisation_mm"].items():
@@ -217,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {kind.replace('_', ' ')} | {counts['refused']} of {counts['of']} |")
     write_text(out / "study.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"wrote {out / 'study.json'}, {out / 'study.md'} ({result['wall_s']} s)")
+    print(f"wrote {out / 'study.json'}, {out / 'study.md'}, {out / 'study.png'} ({result['wall_s']} s)")
     return 0
 
 
