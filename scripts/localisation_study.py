@@ -30,6 +30,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 from scipy.stats import pearsonr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,6 +158,7 @@ def study_figure(errors: dict[str, dict[str, np.ndarray]], agreement: dict[str, 
             ax.axvline(target, color="0.5", linestyle="--", linewidth=0.8)
         ax.set(xlabel="distance (mm, log scale)", ylabel="fraction of test cases", title=f"{side} nigrosome-1",
                xscale="log", ylim=(0, 1.02))  # fmt: skip
+        ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlim(0.1, max(float(e[side].max()) for e in errors.values()) * 1.2)
     axes[0].legend(fontsize=7.5, loc="lower right")
     jitter = [0, *JITTERS_VOX]
@@ -192,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                  localiser_path=args.localiser, output_dir=str(out / "localise"))  # fmt: skip
     located = found_centres(out / "localise" / "centroids.csv")
     mean = np.mean([world_centroids(c, dataset_dir) for c in datalist["training"]], axis=0)
-    rows = {"localiser": distances(located, truths),
-            "predict the training mean": distances({i: mean for i in truths}, truths)}  # fmt: skip
+    rows = {"localiser, against the annotation": distances(located, truths),
+            "training mean, against the annotation": distances({i: mean for i in truths}, truths)}  # fmt: skip
     if (truth := true_centres(cases, dataset_dir)) is not None:
         rows |= {"localiser, against the true centre": distances(located, truth),
                  "annotation, against the true centre": distances(truths, truth)}  # fmt: skip
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     write_json(out / "study.json", result)
     save_png(study_figure(rows, agreement), out / "study.png")
-    lines = ["| centroids (against the annotation unless said) | error median / p95 / max (mm), right | left |",
+    lines = ["| centroids | distance median / p95 / max (mm), right | left |",
              "| --- | --- | --- |"]  # fmt: skip
     for label, stats in result["localisation_mm"].items():
         cells = [f"{stats[s]['median']:.2f} / {stats[s]['p95']:.2f} / {stats[s]['max']:.2f}" for s in SIDES]
