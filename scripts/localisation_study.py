@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bundle.constants import SIDES  # noqa: E402
+from bundle.data.landmarks import voxel_to_world  # noqa: E402
 from bundle.engine.experiments import hardware  # noqa: E402
 from bundle.evaluation.plots import save_png  # noqa: E402
 from bundle.io import write_json, write_text  # noqa: E402
@@ -56,8 +57,7 @@ def world_centroids(case: dict, dataset_dir: Path) -> np.ndarray:
     points = np.array([case[f"centroid_{side}"] for side in SIDES], dtype=np.float64)
     if case.get("centroid_space", "voxel") == "world":
         return points
-    affine = nib.load(dataset_dir / case["image"]).affine
-    return (affine @ np.c_[points, np.ones(2)].T).T[:, :3]
+    return voxel_to_world(nib.load(dataset_dir / case["image"]).affine, points)
 
 
 def true_centres(cases: list[dict], dataset_dir: Path) -> dict[str, np.ndarray] | None:
@@ -71,9 +71,8 @@ def true_centres(cases: list[dict], dataset_dir: Path) -> dict[str, np.ndarray] 
         return None
     out = {}
     for case in cases:
-        affine = nib.load(dataset_dir / case["image"]).affine
         voxels = np.array([patients[case["id"]][f"nigrosome_{side}_voxel"] for side in SIDES])
-        out[case["id"]] = (affine @ np.c_[voxels, np.ones(2)].T).T[:, :3]
+        out[case["id"]] = voxel_to_world(nib.load(dataset_dir / case["image"]).affine, voxels)
     return out
 
 

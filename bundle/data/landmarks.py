@@ -26,7 +26,14 @@ from bundle.constants import SIDES
 from bundle.data.loading import LoadVolumed
 from bundle.data.patches import case_id, world_centroid
 
-__all__ = ["gaussian_heatmaps", "world_to_voxel", "WorldCentroidsd", "CentroidHeatmapsd", "localiser_loading"]
+__all__ = [
+    "gaussian_heatmaps",
+    "voxel_to_world",
+    "world_to_voxel",
+    "WorldCentroidsd",
+    "CentroidHeatmapsd",
+    "localiser_loading",
+]
 
 
 def gaussian_heatmaps(shape: Sequence[int], points: np.ndarray, sigma_vox: Sequence[float]) -> np.ndarray:
@@ -41,11 +48,23 @@ def gaussian_heatmaps(shape: Sequence[int], points: np.ndarray, sigma_vox: Seque
     return maps
 
 
+def voxel_to_world(affine: np.ndarray | torch.Tensor, points: np.ndarray) -> np.ndarray:
+    """Scanner-space points [K, 3] of voxel coordinates [K, 3] (fractional allowed) under a 4x4 ``affine``."""
+    return _apply(_as_matrix(affine), points)
+
+
 def world_to_voxel(affine: np.ndarray | torch.Tensor, points: np.ndarray) -> np.ndarray:
     """Voxel coordinates [K, 3] of scanner-space points [K, 3] under a 4x4 voxel-to-world ``affine``."""
-    matrix = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+    return _apply(np.linalg.inv(_as_matrix(affine)), points)
+
+
+def _as_matrix(affine: np.ndarray | torch.Tensor) -> np.ndarray:
+    return np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+
+
+def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     homogeneous = np.c_[np.asarray(points, dtype=np.float64), np.ones(len(points))]
-    return (np.linalg.inv(matrix) @ homogeneous.T).T[:, :3]
+    return (matrix @ homogeneous.T).T[:, :3]
 
 
 class WorldCentroidsd(MapTransform):

@@ -24,7 +24,7 @@ from monai.inferers import Inferer, SlidingWindowInferer
 from monai.transforms import Compose, Transform
 
 from bundle.constants import SIDES
-from bundle.data.landmarks import localiser_loading, world_to_voxel
+from bundle.data.landmarks import localiser_loading, voxel_to_world, world_to_voxel
 from bundle.engine.checkpoints import load_network, recorded_network
 from bundle.io import staged_outputs, write_csv
 from bundle.method.landmarks import (
@@ -79,8 +79,7 @@ def locate(heatmaps: torch.Tensor | np.ndarray, affine: Any, original_affine: An
     RAS mm), ``voxel`` [2, 3] (fractional indices of the original file's array, via ``original_affine``) and
     ``confidence`` [2] (heat-map peaks); rows right, left."""
     points, peaks = decode_heatmaps(heatmaps)
-    grid = _matrix(affine)
-    world = (grid @ np.c_[points, np.ones(len(points))].T).T[:, :3]
+    world = voxel_to_world(_matrix(affine), points)
     return {"world": world, "voxel": world_to_voxel(_matrix(original_affine), world), "confidence": peaks}
 
 
