@@ -73,8 +73,10 @@ def test_scalar_loss_unwraps_the_non_decollated_output():
 
 
 def test_flat_metrics_keeps_numbers_only():
-    assert flat_metrics({"n": 3, "a": {"b": 1.5, "ok": True, "text": "x", "nan": float("nan")}}) == {"n": 3.0,
-                                                                                                       "a/b": 1.5}
+    assert flat_metrics({"n": 3, "a": {"b": 1.5, "ok": True, "text": "x", "nan": float("nan")}}) == {
+        "n": 3.0,
+        "a/b": 1.5,
+    }
 
 
 def test_a_run_that_raises_ends_failed_and_the_error_propagates(tmp_path):

@@ -68,9 +68,7 @@ def _mlflow_handlers(handlers: Sequence[Any]) -> list[Any]:
     return [handler for handler in handlers if type(handler).__name__ == "MLFlowHandler"]
 
 
-def tracked(
-    handlers: Sequence[Any], artifacts: Sequence[str | os.PathLike] = (), keep_open: bool = False
-) -> list[Any]:
+def tracked(handlers: Sequence[Any], artifacts: Sequence[str | os.PathLike] = (), keep_open: bool = False) -> list[Any]:
     """``handlers`` with every MLflow handler among them adapted to this bundle's (non-decollated) engines.
 
     Args:
