@@ -17,8 +17,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -61,7 +59,7 @@ def config_files(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(argv)
-    from monai.bundle import run
+    from bundle.serving.case import CaseFailed, predict_case
 
     case: dict = {"id": args.id}
     if args.image and args.right is None:  # no centroids: models/localiser.pt finds them
@@ -73,24 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         case["mat"] = str(Path(args.mat).resolve())
     with tempfile.TemporaryDirectory() as tmp:
-        datalist = Path(tmp) / "datalist.json"
-        datalist.write_text(json.dumps({"test": [case]}))
         out = Path(args.output_dir) if args.output_dir else Path(tmp) / "out"
-        run(
-            "inference", config_file=config_files(args),
-            meta_file=str(REPO / "configs" / "metadata.json"), logging_file=str(REPO / "configs" / "logging.conf"),
-            bundle_root=str(REPO), datalist=str(datalist), dataset_dir=tmp, section="test", output_dir=str(out),
-            ckpt_path=args.ckpt, mc_samples=args.mc_samples, **overrides,
-        )  # fmt: skip
-        errors = list(csv.DictReader((out / "errors.csv").open()))
-        if errors:
-            print(f"error: {errors[0]['error']}", file=sys.stderr)
+        try:
+            prediction = predict_case(
+                case, out, args.ckpt, args.mc_samples, config_files(args)[1:], overrides, bundle_root=REPO
+            )
+        except CaseFailed as err:
+            print(f"error: {err}", file=sys.stderr)
             return 1
-        row = next(csv.DictReader((out / "predictions.csv").open()))
+    row = prediction.record
     print(f"{args.id} (research use only; not for clinical decisions; centroids: {row['centroid_source']})")
     for side in ("right", "left"):
-        interval = f"  [{row[f'low_{side}']}, {row[f'high_{side}']}]" if row[f"low_{side}"] else ""
-        flag = "abnormal" if row[f"abnormal_{side}"] == "1" else "normal"
+        interval = f"  [{row[f'low_{side}']}, {row[f'high_{side}']}]" if row[f"low_{side}"] not in (None, "") else ""
+        flag = "abnormal" if row[f"abnormal_{side}"] else "normal"
         print(f"  {side:5s} SBR {float(row[f'sbr_{side}']):.2f}{interval}  ({flag})")
     return 0
 

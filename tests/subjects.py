@@ -57,11 +57,14 @@ def save_nifti(path: Path, volume: np.ndarray, affine: np.ndarray) -> str:
     return str(path)
 
 
-def write_dicom_series(folder: Path, volume: np.ndarray, affine: np.ndarray, seed: int = 0) -> Path:
+def write_dicom_series(
+    folder: Path, volume: np.ndarray, affine: np.ndarray, seed: int = 0, attributes: dict | None = None
+) -> Path:
     """Write ``volume`` (RAS affine) as a single-frame MR DICOM series: one file per slice, shuffled file names.
 
     Stored the way scanners do: columns toward the subject's left, rows toward posterior (LPS), slices along +z;
-    ImagePositionPatient / ImageOrientationPatient / PixelSpacing follow from ``affine``.
+    ImagePositionPatient / ImageOrientationPatient / PixelSpacing follow from ``affine``. ``attributes`` (e.g. the
+    patient, study and series descriptions a report needs) are set on every slice.
     """
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -89,5 +92,7 @@ def write_dicom_series(folder: Path, volume: np.ndarray, affine: np.ndarray, see
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.PixelData = np.ascontiguousarray(lps_volume[:, :, k].T, dtype=np.int16).tobytes()  # [row, column]
+        for key, value in (attributes or {}).items():
+            setattr(ds, key, value)
         ds.save_as(folder / f"IM{rng.integers(10**9):09d}.dcm", enforce_file_format=True)
     return folder

@@ -1,0 +1,1 @@
+"""Applications that run the bundle where users work: ``deploy`` (MONAI Deploy App SDK) and ``label`` (MONAI Label)."""

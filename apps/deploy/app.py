@@ -1,0 +1,77 @@
+"""The MONAI Deploy application: DICOM loader -> series selector -> series to volume -> SBR inference -> writers.
+
+Run it with the SDK's arguments (``-i`` DICOM folder, ``-o`` output folder, ``-m`` models folder)::
+
+    python -m apps.deploy -i dicom/ -o output/ -m models/
+
+``NIGRAL_SBR_RULES`` (a JSON file of series selection rules), ``NIGRAL_SBR_CENTROIDS`` (a JSON side file with
+``centroid_right``, ``centroid_left`` and ``centroid_space``) and ``NIGRAL_SBR_MC_SAMPLES`` change the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from monai.deploy.conditions import CountCondition
+from monai.deploy.core import AppContext, Application
+from monai.deploy.operators import DICOMDataLoaderOperator, DICOMSeriesSelectorOperator, DICOMSeriesToVolumeOperator
+
+import bundle
+from apps.deploy.operators import SBRInferenceOperator, SBRReportWriterOperator
+from bundle.serving.case import BUNDLE_ROOT
+
+__all__ = ["NigralSBRApp", "SELECTION_RULES", "main"]
+
+SELECTION_RULES = {
+    "selections": [
+        {
+            "name": "SMWI",
+            "conditions": {"Modality": "(?i)MR", "SeriesDescription": "(?i).*(smwi|swi|susceptibility).*"},
+        }
+    ]
+}
+"""Default series selection: an MR series whose description names SMWI / SWI (regular expressions, case-blind)."""
+
+
+class NigralSBRApp(Application):
+    """Striatal DaT SBR (right, left) with intervals from a nigral SMWI DICOM series. Research use only."""
+
+    name = "nigral-sbr"
+    description = __doc__
+    version = bundle.__version__
+
+    def compose(self) -> None:
+        context: AppContext = Application.init_app_context(self.argv)
+        output = Path(context.output_path)
+        models = Path(context.model_path) if context.model_path else BUNDLE_ROOT / "models"
+        rules = os.environ.get("NIGRAL_SBR_RULES")
+        centroids = os.environ.get("NIGRAL_SBR_CENTROIDS")
+        loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=Path(context.input_path),
+                                         name="dicom_loader")  # fmt: skip
+        selector = DICOMSeriesSelectorOperator(
+            self, rules=Path(rules).read_text() if rules else json.dumps(SELECTION_RULES), name="series_selector"
+        )
+        to_volume = DICOMSeriesToVolumeOperator(self, name="series_to_volume")
+        inference = SBRInferenceOperator(
+            self, output_folder=output, models=models,
+            centroids=json.loads(Path(centroids).read_text()) if centroids else None,
+            mc_samples=int(os.environ.get("NIGRAL_SBR_MC_SAMPLES", "100")), name="sbr_inference",
+        )  # fmt: skip
+        writer = SBRReportWriterOperator(self, output_folder=output, name="sbr_report_writer")
+        self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
+        self.add_flow(selector, to_volume, {("study_selected_series_list", "study_selected_series_list")})
+        self.add_flow(selector, writer, {("study_selected_series_list", "study_selected_series_list")})
+        self.add_flow(to_volume, inference, {("image", "image")})
+        self.add_flow(inference, writer, {("prediction", "prediction")})
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    NigralSBRApp().run()
+
+
+if __name__ == "__main__":
+    main()

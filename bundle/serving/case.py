@@ -1,0 +1,98 @@
+"""Predict one patient in-process with the bundle's own ``inference`` workflow (same preprocessing, localiser,
+symmetric MC dropout, intervals and report as ``python -m monai.bundle run inference``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bundle
+from bundle.constants import ABNORMAL_SBR, SIDES
+from bundle.io import write_json
+
+__all__ = ["BUNDLE_ROOT", "CaseFailed", "CasePrediction", "predict_case", "default_checkpoint"]
+
+BUNDLE_ROOT = Path(bundle.__file__).resolve().parents[1]
+"""The bundle's root folder (configs/, models/), found from the installed package."""
+
+
+class CaseFailed(RuntimeError):
+    """The case could not be predicted; the message is the one-line error of ``errors.csv``."""
+
+
+@dataclass(frozen=True)
+class CasePrediction:
+    """One patient's result: ``record`` is ``patients/<id>.json`` (the row of ``predictions.csv`` plus the interval
+    settings), ``report_png`` the patient report and ``output_dir`` the inference run's folder."""
+
+    record: dict[str, Any]
+    report_png: Path
+    output_dir: Path
+
+    def summary(self) -> dict[str, Any]:
+        """Per side: SBR, interval (``null`` when there is none), abnormal flag and threshold; plus the run's facts."""
+        sides = {
+            side: {
+                "sbr": self.record[f"sbr_{side}"],
+                "interval": _interval(self.record, side),
+                "abnormal": bool(self.record[f"abnormal_{side}"]),
+                "abnormal_below": ABNORMAL_SBR[side],
+            }
+            for side in SIDES
+        }
+        keys = ("id", "interval_kind", "nominal_coverage", "centroid_source", "mc_samples")
+        return {**{k: self.record.get(k) for k in keys}, **sides, "research_use_only": True}
+
+
+def _interval(record: Mapping[str, Any], side: str) -> list[float] | None:
+    low, high = record.get(f"low_{side}"), record.get(f"high_{side}")
+    return None if low in (None, "") or high in (None, "") else [float(low), float(high)]
+
+
+def default_checkpoint(models: str | os.PathLike) -> Path:
+    """``models`` itself when it is a file, else its ``model.ts`` if present, else its ``model.pt``."""
+    models = Path(models)
+    if models.is_file():
+        return models
+    return models / "model.ts" if (models / "model.ts").is_file() else models / "model.pt"
+
+
+def predict_case(
+    case: Mapping[str, Any],
+    output_dir: str | os.PathLike,
+    ckpt_path: str | os.PathLike | None = None,
+    mc_samples: int = 100,
+    config_files: Sequence[str | os.PathLike] = (),
+    overrides: Mapping[str, Any] | None = None,
+    bundle_root: str | os.PathLike = BUNDLE_ROOT,
+) -> CasePrediction:
+    """Run the ``inference`` workflow on the one datalist ``case`` (``id``, ``image``, optional centroids; without
+    them the localiser finds them) with its outputs in ``output_dir`` and return the prediction.
+
+    Raises:
+        CaseFailed: with the case's one-line error when it could not be predicted.
+    """
+    from monai.bundle import run
+
+    root, out = Path(bundle_root), Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    datalist = out / "datalist.json"
+    write_json(datalist, {"test": [dict(case)]})
+    run(
+        "inference", config_file=[str(root / "configs" / "inference.json"), *map(str, config_files)],
+        meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"),
+        bundle_root=str(root), datalist=str(datalist), dataset_dir=str(out), section="test", output_dir=str(out),
+        ckpt_path=str(ckpt_path or default_checkpoint(root / "models")), mc_samples=mc_samples, reports=True,
+        **dict(overrides or {}),
+    )  # fmt: skip
+    with (out / "errors.csv").open() as f:
+        errors = list(csv.DictReader(f))
+    if errors:
+        raise CaseFailed(errors[0]["error"])
+    (record_file,) = sorted((out / "patients").glob("*.json"))
+    return CasePrediction(json.loads(record_file.read_text()), record_file.with_suffix(".png"), out)
