@@ -91,19 +91,20 @@ def sr_measurements(path: Path) -> dict[str, dict]:
     def meaning(item):
         return item.ConceptNameCodeSequence[0].CodeMeaning
 
+    def number(item):
+        return float(item.MeasuredValueSequence[0].NumericValue)
+
     found = {}
     for group in items(pydicom.dcmread(path).ContentSequence):
         if group.ValueType == "CONTAINER" and meaning(group) == "Measurement Group":
             side = next(i.TextValue for i in group.ContentSequence if meaning(i) == "Tracking Identifier")
             (sbr,) = [i for i in group.ContentSequence if i.ValueType == "NUM"]
-            value = float(sbr.MeasuredValueSequence[0].NumericValue)
+            value = number(sbr)
             extra = {meaning(i): i for i in sbr.ContentSequence}
             found[side] = {
                 "sbr": value,
-                "high": value + float(extra["+, range of upper measurement uncertainty"].MeasuredValueSequence[0]
-                                      .NumericValue),  # fmt: skip
-                "low": value - float(extra["-, range of lower measurement uncertainty"].MeasuredValueSequence[0]
-                                     .NumericValue),  # fmt: skip
+                "high": value + number(extra["+, range of upper measurement uncertainty"]),
+                "low": value - number(extra["-, range of lower measurement uncertainty"]),
                 "abnormal": extra["Normality"].ConceptCodeSequence[0].CodeMeaning == "Abnormal",
             }
     return found
@@ -111,9 +112,10 @@ def sr_measurements(path: Path) -> dict[str, dict]:
 
 def test_sr_sbrs_equal_the_bundles_predictions_for_the_same_series(study, app_output, tmp_path):
     centroids = json.loads((study / "centroids.json").read_text())
-    cmd = [sys.executable, "scripts/predict.py", "--image", str(study / "dicom" / "smwi"), "--right",
-           *map(str, centroids["centroid_right"]), "--left", *map(str, centroids["centroid_left"]), "--space", "world",
-           "--ckpt", str(study / "models" / "model.pt"), "--mc-samples", "20", "--output-dir", str(tmp_path)]  # fmt: skip
+    cmd = [sys.executable, "scripts/predict.py", "--image", str(study / "dicom" / "smwi"),
+           "--right", *map(str, centroids["centroid_right"]), "--left", *map(str, centroids["centroid_left"]),
+           "--space", "world", "--ckpt", str(study / "models" / "model.pt"), "--mc-samples", "20",
+           "--output-dir", str(tmp_path)]  # fmt: skip
     result = subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "predictions.csv") as f:
