@@ -15,6 +15,6 @@ def test_ruff_clean():
 
 @pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is installed with the 'test' extra")
 def test_ruff_formatted():
-    result = subprocess.run(["ruff", "format", "--check", "apps", "bundle", "scripts", "tests"], cwd=REPO, capture_output=True,
-                            text=True)  # fmt: skip
+    command = ["ruff", "format", "--check", "apps", "bundle", "scripts", "tests"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:]
