@@ -96,3 +96,23 @@ def write_dicom_series(
             setattr(ds, key, value)
         ds.save_as(folder / f"IM{rng.integers(10**9):09d}.dcm", enforce_file_format=True)
     return folder
+
+
+def tiny_model(path: Path) -> Path:
+    """A tiny recorded regressor (channels 2-2-2-2) whose output is not trivial: normalised SBR near 0.5 (SBR near
+    3.4) that varies with the patch, so that comparisons of numbers mean something."""
+    import torch
+
+    from bundle.engine.checkpoints import ModelRecord
+    from bundle.method.networks import VGGRegressor3D
+
+    torch.manual_seed(0)
+    network = VGGRegressor3D(channels=(2, 2, 2, 2))
+    linear = [layer for layer in network.modules() if isinstance(layer, torch.nn.Linear)]
+    with torch.no_grad():
+        for layer in linear:
+            layer.weight.mul_(20.0)
+        linear[-1].bias.fill_(0.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ModelRecord(network).state_dict(), path)
+    return path

@@ -14,13 +14,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import torch
 from conftest import REPO, bundle_env
 from PIL import Image
-from subjects import demo_subject, write_dicom_series
-
-from bundle.engine.checkpoints import ModelRecord
-from bundle.method.networks import VGGRegressor3D
+from subjects import demo_subject, tiny_model, write_dicom_series
 
 DEPLOY_PYTHON = Path(os.environ.get("NIGRAL_SBR_DEPLOY_PYTHON", REPO / ".venv-deploy" / "bin" / "python"))
 STUDY = {"PatientName": "SYNTHETIC^DEMO", "PatientID": "SYN-0001", "PatientBirthDate": "19500101",
@@ -54,15 +50,7 @@ def study(tmp_path_factory):
         ds = pydicom.dcmread(path)
         ds.StudyInstanceUID = uid
         ds.save_as(path)
-    network = VGGRegressor3D(channels=(2, 2, 2, 2))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for layer in network.modules():
-            if isinstance(layer, torch.nn.Linear):
-                layer.weight.mul_(20.0)
-        layer.bias.fill_(0.5)  # the last layer: normalised SBR near 0.5, SBR near 3.4, varying with the patch
-    (root / "models").mkdir()
-    torch.save(ModelRecord(network).state_dict(), root / "models" / "model.pt")
+    tiny_model(root / "models" / "model.pt")
     world = {side: [float(v) for v in (affine @ [*c, 1.0])[:3]] for side, c in (("right", right), ("left", left))}
     centroids = {"centroid_right": world["right"], "centroid_left": world["left"], "centroid_space": "world"}
     (root / "centroids.json").write_text(json.dumps(centroids))

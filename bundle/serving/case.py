@@ -15,7 +15,7 @@ import bundle
 from bundle.constants import ABNORMAL_SBR, SIDES
 from bundle.io import write_json
 
-__all__ = ["BUNDLE_ROOT", "CaseFailed", "CasePrediction", "predict_case", "default_checkpoint"]
+__all__ = ["BUNDLE_ROOT", "CaseFailed", "CasePrediction", "predict_case", "localise_case", "default_checkpoint"]
 
 BUNDLE_ROOT = Path(bundle.__file__).resolve().parents[1]
 """The bundle's root folder (configs/, models/), found from the installed package."""
@@ -96,3 +96,25 @@ def predict_case(
         raise CaseFailed(errors[0]["error"])
     (record_file,) = sorted((out / "patients").glob("*.json"))
     return CasePrediction(json.loads(record_file.read_text()), record_file.with_suffix(".png"), out)
+
+
+def localise_case(
+    case: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    bundle_root: str | os.PathLike = BUNDLE_ROOT,
+) -> dict[str, Any]:
+    """``case`` with world centroids from the localiser exactly as the ``inference`` workflow configures it
+    (``auto_centroids`` of inference.json with ``overrides``: ``localiser_path``, ``plausibility``, mirror averaging).
+
+    Raises:
+        CaseFailed: with the one-line reason when the localiser's result is refused.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(Path(bundle_root) / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(bundle_root), **dict(overrides or {})})
+    try:
+        return parser.get_parsed_content("auto_centroids")(dict(case))
+    except ValueError as err:
+        raise CaseFailed(str(err)) from None
