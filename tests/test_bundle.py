@@ -55,6 +55,8 @@ def test_metadata_network_data_format(metadata):
     assert image["dtype"] == "float32" and image["is_patch_data"] is False
     pred = metadata["network_data_format"]["outputs"]["pred"]
     assert (pred["num_channels"], pred["spatial_shape"], pred["dtype"]) == (1, [1], "float32")
+    # types MONAI Deploy's bundle operator maps (image -> Image, tuples -> ndarray); "number" is not one of them
+    assert (image["type"], pred["type"]) == ("image", "tuples")
 
 
 def test_top_level_metadata_is_a_symlink_to_configs():
