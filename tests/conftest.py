@@ -1,8 +1,10 @@
 """Shared fixtures: a tiny synthetic cohort generated once per test session."""
 
+import importlib
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -33,3 +35,15 @@ def workflow_configs(workflow: str) -> list[str]:
     from bundle.engine.experiments import WORKFLOW_CONFIGS
 
     return [str(REPO / name) for name in WORKFLOW_CONFIGS[workflow]]
+
+
+def require_extra(module: str, extra: str) -> ModuleType:
+    """Import ``module`` of a pyproject extra. Missing: under CI (``.ci/run`` installs every extra and sets ``CI``)
+    the test fails; elsewhere the module's tests are skipped with the install command as the reason."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        message = f"{module} not importable ({err}); install the '{extra}' extra (see docs/integrations.md)"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)

@@ -7,11 +7,12 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import REPO, bundle_env
-from monailabel.interfaces.tasks.infer_v2 import InferType
+from conftest import REPO, bundle_env, require_extra
 from subjects import demo_subject, save_nifti, tiny_model
 
-from apps.label.sbr_task import LABELS, SBRInferTask, clicks_to_centroids
+InferType = require_extra("monailabel.interfaces.tasks.infer_v2", "label").InferType
+sbr_task = require_extra("apps.label.sbr_task", "label")
+LABELS, SBRInferTask, clicks_to_centroids = sbr_task.LABELS, sbr_task.SBRInferTask, sbr_task.clicks_to_centroids
 
 
 @pytest.fixture(scope="module")

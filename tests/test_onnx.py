@@ -11,17 +11,18 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime
 import pytest
 import torch
-from conftest import REPO, bundle_env
+from conftest import REPO, bundle_env, require_extra
 from torch import nn
 
 import bundle
 from bundle.engine import onnx_export
 from bundle.engine.onnx_export import MC_REFUSAL, OPSET, export_onnx, max_abs_difference
 from bundle.method.networks import SymmetricRegressor, VGGRegressor3D
+
+onnx = require_extra("onnx", "onnx")
+onnxruntime = require_extra("onnxruntime", "onnx")
 
 CHANNELS = [2, 2, 2, 2]
 TINY = {"network_def#channels": CHANNELS}

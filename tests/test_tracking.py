@@ -6,12 +6,14 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, bundle_env, workflow_configs
+from conftest import REPO, bundle_env, require_extra, workflow_configs
 from ignite.engine import Engine
-from mlflow.tracking import MlflowClient
 from monai.handlers import MLFlowHandler, from_engine
 
 from bundle.engine.tracking import flat_metrics, scalar_loss, tracked
+
+MlflowClient = require_extra("mlflow.tracking", "mlflow").MlflowClient
+require_extra("sqlalchemy", "mlflow")
 
 TINY = ["--network_def#channels", "[2,2,2,2]"]
 
