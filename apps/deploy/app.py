@@ -63,6 +63,7 @@ class NigralSBRApp(Application):
         writer = SBRReportWriterOperator(self, output_folder=output, name="sbr_report_writer")
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
         self.add_flow(selector, to_volume, {("study_selected_series_list", "study_selected_series_list")})
+        self.add_flow(selector, inference, {("study_selected_series_list", "study_selected_series_list")})
         self.add_flow(selector, writer, {("study_selected_series_list", "study_selected_series_list")})
         self.add_flow(to_volume, inference, {("image", "image")})
         self.add_flow(inference, writer, {("prediction", "prediction")})

@@ -26,7 +26,7 @@ from bundle.io import atomic_open, safe_file_stem, write_json
 from bundle.serving.case import CasePrediction, default_checkpoint, predict_case
 from bundle.serving.dicom_sr import write_sbr_report
 
-__all__ = ["SBRInferenceOperator", "SBRReportWriterOperator", "volume_to_nifti"]
+__all__ = ["SBRInferenceOperator", "SBRReportWriterOperator", "case_name", "volume_to_nifti"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,16 @@ def volume_to_nifti(image: Image, path: Path) -> Path:
     return path
 
 
+def case_name(dataset: Any, series_uid: str) -> str:
+    """``<PatientID>_S<SeriesNumber>`` for the report's title and the file names, else the series UID."""
+    patient, number = getattr(dataset, "PatientID", ""), getattr(dataset, "SeriesNumber", "")
+    if not patient:
+        return str(series_uid)
+    return f"{patient}_S{number}" if number not in ("", None) else str(patient)
+
+
 class SBRInferenceOperator(Operator):
-    """``image`` (SDK volume) -> ``prediction`` (:class:`~bundle.serving.case.CasePrediction`).
+    """``image`` (SDK volume) and the selected series -> ``prediction`` (:class:`~bundle.serving.case.CasePrediction`).
 
     Args:
         fragment: the application.
@@ -73,12 +81,13 @@ class SBRInferenceOperator(Operator):
 
     def setup(self, spec: OperatorSpec) -> None:
         spec.input("image")
+        spec.input("study_selected_series_list")
         spec.output("prediction")
 
     def compute(self, op_input, op_output, context) -> None:
         image = op_input.receive("image")
-        metadata = image.metadata()
-        case_id = str(metadata.get("SeriesInstanceUID") or "series")
+        series = op_input.receive("study_selected_series_list")[0].selected_series[0].series
+        case_id = case_name(series.get_sop_instances()[0].get_native_sop_instance(), series.SeriesInstanceUID)
         run_dir = self.output_folder / "inference"
         if run_dir.exists():
             shutil.rmtree(run_dir)

@@ -122,7 +122,7 @@ class SBRInferTask(BasicInferTask):
         """The bundle's ``inference`` workflow on ``data["image_path"]`` with the clicks (or the localiser)."""
         case_id = Path(str(data["image_path"])).name.split(".")[0] or "image"
         clicks = data.get("foreground") or []
-        case = {"id": case_id, "image": str(data["image_path"])}
+        case = {"id": case_id, "image": str(Path(str(data["image_path"])).resolve())}
         overrides = {"localiser_path": str(self.models / "localiser.pt"), **self.overrides}
         try:
             if clicks:
