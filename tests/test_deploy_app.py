@@ -130,7 +130,7 @@ def test_sr_belongs_to_the_patient_and_references_the_smwi_series_only(study, ap
 
 def test_json_png_and_pdf_reports(app_output):
     result = json.loads((app_output / "sbr_result.json").read_text())
-    assert result["research_use_only"] is True and result["selection"] == "SMWI"
+    assert result["research_use_only"] is True and result["selection"] == "SMWI" and result["id"] == "SYN-0001_S5"
     assert result["centroid_source"] == "annotated" and result["mc_samples"] == 20
     for side in ("right", "left"):
         low, high = result[side]["interval"]
