@@ -17,7 +17,7 @@ from typing import Any
 
 from monai.bundle import ConfigParser, ckpt_export
 
-__all__ = ["merged_config", "export_torchscript"]
+__all__ = ["merged_config", "export_config", "export_torchscript"]
 
 
 def merged_config(config_files: str | Sequence[str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -26,6 +26,22 @@ def merged_config(config_files: str | Sequence[str], overrides: Mapping[str, Any
     parser.read_config(f=config_files)
     parser.update(dict(overrides or {}))
     return parser.get()
+
+
+def export_config(
+    ckpt_file: str | os.PathLike,
+    config_files: str | Sequence[str] = "configs/inference.json",
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """The merged raw config for ``ckpt_file`` with ``overrides`` applied and the network's arguments (by default those
+    ``ckpt_file`` records) written out by value, and the (untrained) ``network_def`` it builds."""
+    config = merged_config(config_files, {"ckpt_path": str(ckpt_file), **(overrides or {})})
+    network = ConfigParser(config).get_parsed_content("network_def")
+    if hasattr(network, "config"):
+        arguments = network.config()
+        config["network_def"].update({k: v for k, v in arguments.items() if k in config["network_def"]})
+        config["patch_size"] = arguments["patch_size"]
+    return config, network
 
 
 def export_torchscript(
@@ -38,12 +54,7 @@ def export_torchscript(
     """Export ``network_def`` with the weights of ``ckpt_file`` to TorchScript at ``filepath`` (via MONAI's
     ``ckpt_export``); ``extra/inference.json`` inside holds the merged config with ``overrides`` applied and the
     network's arguments (by default those ``ckpt_file`` records) by value."""
-    config = merged_config(config_files, {"ckpt_path": str(ckpt_file), **(overrides or {})})
-    network = ConfigParser(config).get_parsed_content("network_def")
-    if hasattr(network, "config"):
-        arguments = network.config()
-        config["network_def"].update({k: v for k, v in arguments.items() if k in config["network_def"]})
-        config["patch_size"] = arguments["patch_size"]
+    config, _ = export_config(ckpt_file, config_files, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         merged = Path(tmp) / "inference.json"
         merged.write_text(json.dumps(config, indent=4))

@@ -31,7 +31,7 @@ from monai.bundle import ConfigParser
 
 import bundle
 from bundle.engine.checkpoints import load_network
-from bundle.engine.export import merged_config
+from bundle.engine.export import export_config
 from bundle.io import atomic_open
 from bundle.method.networks import SymmetricRegressor
 
@@ -69,12 +69,7 @@ def paired_network(
     A TorchScript ``ckpt_file`` is refused (``ValueError``): the export traces the bundle's own modules."""
     if Path(ckpt_file).suffix == ".ts":
         raise ValueError(f"checkpoint {ckpt_file}: the ONNX export needs the weights (model.pt), not TorchScript")
-    config = merged_config(config_files, {"ckpt_path": str(ckpt_file), **(overrides or {})})
-    network = ConfigParser(config).get_parsed_content("network_def")
-    if hasattr(network, "config"):
-        arguments = network.config()
-        config["network_def"].update({k: v for k, v in arguments.items() if k in config["network_def"]})
-        config["patch_size"] = arguments["patch_size"]
+    config, network = export_config(ckpt_file, config_files, overrides)
     network = load_network(network, ckpt_file, "cpu").float()
     return SymmetricRegressor(network).eval(), config
 
