@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     row = prediction.record
     print(f"{args.id} (research use only; not for clinical decisions; centroids: {row['centroid_source']})")
     for side in ("right", "left"):
-        interval = f"  [{row[f'low_{side}']}, {row[f'high_{side}']}]" if row[f"low_{side}"] not in (None, "") else ""
+        low, high = row.get(f"low_{side}"), row.get(f"high_{side}")
+        interval = f"  [{low}, {high}]" if low not in (None, "") else ""
         flag = "abnormal" if row[f"abnormal_{side}"] else "normal"
         print(f"  {side:5s} SBR {float(row[f'sbr_{side}']):.2f}{interval}  ({flag})")
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 
 import bundle
 from bundle.constants import ABNORMAL_SBR, SIDES
-from bundle.io import write_json
+from bundle.io import unescape_cell, write_json
 
 __all__ = ["BUNDLE_ROOT", "CaseFailed", "CasePrediction", "predict_case", "localise_case", "default_checkpoint"]
 
@@ -27,11 +27,12 @@ class CaseFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class CasePrediction:
-    """One patient's result: ``record`` is ``patients/<id>.json`` (the row of ``predictions.csv`` plus the interval
-    settings), ``report_png`` the patient report and ``output_dir`` the inference run's folder."""
+    """One patient's result: ``record`` is the row of ``predictions.csv`` (numbers typed, empty cells None) updated
+    with ``patients/<id>.json`` (interval settings, ``mc_samples``), ``report_png`` the patient report (None with
+    ``reports`` off) and ``output_dir`` the inference run's folder."""
 
     record: dict[str, Any]
-    report_png: Path
+    report_png: Path | None
     output_dir: Path
 
     def summary(self) -> dict[str, Any]:
@@ -87,15 +88,33 @@ def predict_case(
         "inference", config_file=[str(root / "configs" / "inference.json"), *map(str, config_files)],
         meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"),
         bundle_root=str(root), datalist=str(datalist), dataset_dir=str(out), section="test", output_dir=str(out),
-        ckpt_path=str(ckpt_path or default_checkpoint(root / "models")), mc_samples=mc_samples, reports=True,
-        **dict(overrides or {}),
+        ckpt_path=str(ckpt_path or default_checkpoint(root / "models")), mc_samples=mc_samples,
+        **{"reports": True, **dict(overrides or {})},
     )  # fmt: skip
     with (out / "errors.csv").open() as f:
         errors = list(csv.DictReader(f))
     if errors:
         raise CaseFailed(errors[0]["error"])
-    (record_file,) = sorted((out / "patients").glob("*.json"))
-    return CasePrediction(json.loads(record_file.read_text()), record_file.with_suffix(".png"), out)
+    with (out / "predictions.csv").open() as f:
+        (row,) = csv.DictReader(f)
+    record: dict[str, Any] = {key: _typed(value) for key, value in row.items()}
+    record["id"] = unescape_cell(row["id"])
+    record_files = sorted((out / "patients").glob("*.json"))
+    if record_files:
+        record |= json.loads(record_files[0].read_text())
+    report = record_files[0].with_suffix(".png") if record_files else None
+    return CasePrediction(record, report if report and report.is_file() else None, out)
+
+
+def _typed(cell: str) -> Any:
+    """A ``predictions.csv`` cell as a number where it is one, None where it is empty."""
+    if cell == "":
+        return None
+    try:
+        number = float(cell)
+    except ValueError:
+        return cell
+    return int(number) if number.is_integer() and "." not in cell else number
 
 
 def localise_case(
