@@ -171,8 +171,8 @@ def test_override_ids_known_through_configs_components_and_monai(tmp_path):
     assert unknown_override(train, {"network_def::dropout_p": 0.1}) == (
         "unknown config id 'network_def::dropout_p' (did you mean 'network_def#dropout'?)"
     )
-    assert unknown_override(train, {"run_name": "x"}) == "unknown config id 'run_name'"
-    assert unknown_override(train, {"run_name": "x"}, tracking="mlflow") is None
+    assert unknown_override(train, {"save_execute_config": "x"}) == "unknown config id 'save_execute_config'"
+    assert unknown_override(train, {"save_execute_config": "x"}, tracking="mlflow") is None
     overlay = tmp_path / "mine.json"
     overlay.write_text(json.dumps({"my_threshold": 0.5}))
     assert unknown_override([*train, str(overlay)], {"my_threshold": 0.7}) is None  # the documented escape hatch
