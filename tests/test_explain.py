@@ -42,7 +42,7 @@ def test_hirescam_equals_gradient_times_activation_by_hand(bias):
         d_f = fc.weight.reshape(1, 2, 4, 4, 3) * (activation > 0)  # dF/dA through the ReLU
         sign = torch.where(f >= 0.5, 1.0, -1.0).reshape(-1, 1, 1, 1, 1)
         expected = (sign * d_f * activation).sum(1, keepdim=True)
-    assert ((f >= 0.5).any() if bias > 0.5 else (f < 0.5).any())
+    assert (f >= 0.5).any() if bias > 0.5 else (f < 0.5).any()
     cam = hirescam(net, x)
     assert cam.shape == (2, 1, 4, 4, 3)
     assert torch.allclose(cam, expected, atol=1e-6)
