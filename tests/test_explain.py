@@ -118,3 +118,75 @@ def test_alpha_beta_follows_its_equation_by_hand():
     share_neg = torch.nan_to_num(z_neg / z_neg.sum(1, keepdim=True))
     expected = ((2 * z_pos / z_pos.sum(1, keepdim=True) - share_neg) * relevance.T).sum(0, keepdim=True)
     assert torch.allclose(AlphaBeta()(layer, a, relevance), expected, atol=1e-5)
+
+
+def mean_intensity_network(shape=(50, 50, 20)) -> nn.Sequential:
+    """F = mean of the patch (through a 1x1x1 identity convolution): every map peaks where the patch is bright."""
+    net = nn.Sequential(nn.Conv3d(1, 1, 1), nn.ReLU(), nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], 1))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.zero_()
+        net[3].weight.fill_(1.0 / (shape[0] * shape[1] * shape[2]))
+        net[3].bias.zero_()
+    return net
+
+
+def test_right_maps_mirrored_back_overlay_the_bright_blob_on_the_right(tmp_path):
+    """One bright blob 4 mm lateral of the right centroid only: every method's right-side NIfTI map peaks at the
+    blob's world position (a map left in the mirrored frame would peak 8 mm away, at its mirror image)."""
+    import nibabel as nib
+    import numpy as np
+    from monai.transforms import Compose
+
+    from bundle.data import DivideByMeand, LoadNigralPatchesd
+    from bundle.explain.workflow import Explainer
+
+    shape, spacing = (120, 100, 40), np.array([0.5, 0.5, 1.0])
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = [-30.0, -25.0, -20.0]
+    right, left = np.array([80, 50, 20]), np.array([40, 50, 20])  # right: larger RAS x
+    blob = right + [8, 0, 0]  # 4 mm toward the subject's right
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    volume = 100.0 + 900.0 * np.exp(-(((grid - blob) * spacing) ** 2).sum(-1) / (2 * 1.5**2))
+    image = tmp_path / "blob.nii.gz"
+    nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), image)
+    case = {"id": "B1", "image": str(image), "centroid_right": right.tolist(), "centroid_left": left.tolist(),
+            "centroid_space": "voxel"}  # fmt: skip
+    load = Compose([LoadNigralPatchesd(), DivideByMeand(keys=["patch_right", "patch_left"])])
+    Explainer(mean_intensity_network(), load, [case], tmp_path / "out", sbr_max=6.84, figures=False).run()
+    blob_world = (affine @ [*blob, 1.0])[:3]
+    for method in ("hirescam", "lrp", "fullgrad"):
+        saved = nib.load(tmp_path / "out" / "B1" / f"{method}_right.nii.gz")
+        data = np.asarray(saved.dataobj)
+        peak = np.unravel_index(np.argmax(data), data.shape)
+        assert np.linalg.norm((saved.affine @ [*peak, 1.0])[:3] - blob_world) < 1.0, method
+        left_map = np.asarray(nib.load(tmp_path / "out" / "B1" / f"{method}_left.nii.gz").dataobj)
+        assert left_map.max() < 0.5 * data.max(), method  # nothing bright on the left
+
+
+def test_explain_workflow_writes_maps_that_overlay_the_patch(tmp_path, tiny_cohort):
+    import subprocess
+    import sys
+
+    import nibabel as nib
+    import numpy as np
+    from conftest import REPO, bundle_env, workflow_configs
+
+    model = tmp_path / "model.pt"
+    torch.manual_seed(0)
+    torch.save(VGGRegressor3D(channels=(2, 2, 2, 2)).state_dict(), model)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "explain", "--config_file", repr(workflow_configs("explain")),
+           "--dataset_dir", str(tiny_cohort), "--ckpt_path", str(model), "--network_def#channels", "[2,2,2,2]",
+           "--n_cases", "2", "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    result = subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = (tmp_path / "out" / "explain.csv").read_text().splitlines()
+    assert rows[0] == "id,pred_right,pred_left,true_right,true_left,folder" and len(rows) == 3
+    case = tmp_path / "out" / rows[1].split(",")[0]
+    assert (case / "panel.png").stat().st_size > 10_000
+    for side in ("right", "left"):
+        patch = nib.load(case / f"patch_{side}.nii.gz")
+        assert patch.shape == (50, 50, 20) and patch.affine[0, 0] > 0  # RAS, right side flipped back
+        for method in ("hirescam", "lrp", "fullgrad"):
+            found = nib.load(case / f"{method}_{side}.nii.gz")
+            assert found.shape == patch.shape and np.allclose(found.affine, patch.affine)

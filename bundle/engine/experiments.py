@@ -41,6 +41,7 @@ WORKFLOW_CONFIGS: dict[str, tuple[str, ...]] = {
     "calibrate": ("configs/inference.json", "configs/calibrate.json"),
     "inference": ("configs/inference.json",),
     "evaluating": ("configs/inference.json", "configs/evaluate.json"),
+    "explain": ("configs/inference.json", "configs/explain.json"),
 }
 """The config files of each workflow, base first (README "Commands"): the inference-side ones overlay inference.json."""
 
