@@ -190,3 +190,39 @@ def test_explain_workflow_writes_maps_that_overlay_the_patch(tmp_path, tiny_coho
         for method in ("hirescam", "lrp", "fullgrad"):
             found = nib.load(case / f"{method}_{side}.nii.gz")
             assert found.shape == patch.shape and np.allclose(found.affine, patch.affine)
+
+
+def test_enrichment_ratio_and_pointing_game_by_hand():
+    import numpy as np
+
+    from bundle.explain.measures import enrichment_ratio, pointing_hit
+
+    saliency = np.array([[4.0, 1.0], [-3.0, 0.0]])
+    mask = np.array([[True, False], [False, False]])
+    assert enrichment_ratio(saliency, mask) == pytest.approx((4 / 5) / (1 / 4))  # negative evidence ignored
+    assert enrichment_ratio(np.ones((2, 2)), mask) == pytest.approx(1.0)  # a flat map has no preference
+    assert np.isnan(enrichment_ratio(-np.ones((2, 2)), mask))
+    assert pointing_hit(saliency, mask) and not pointing_hit(saliency, ~mask)
+
+
+def test_structure_masks_render_the_cohort_case_again(tiny_cohort):
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from bundle.data.cohort import structure_masks
+
+    case = json.loads((tiny_cohort / "datalist.json").read_text())["test"][0]
+    masks, affine = structure_masks(tiny_cohort, case["id"])
+    image = nib.load(tiny_cohort / case["image"])
+    assert np.allclose(affine, image.affine)
+    assert set(masks) == {f"{s}_{side}" for s in ("nigrosome", "nigra", "red_nucleus") for side in ("right", "left")}
+    for side in ("right", "left"):
+        assert masks[f"nigrosome_{side}"].shape == image.shape and masks[f"nigrosome_{side}"].sum() > 10
+        # the annotated nigrosome-1 centroid lies within 2 voxels of the nigrosome mask
+        inside = np.argwhere(masks[f"nigrosome_{side}"])
+        assert np.min(np.abs(inside - np.asarray(case[f"centroid_{side}"])).max(axis=1)) <= 2
+        # the red nucleus is medial to the nigra, darker in SMWI
+        volume = np.asarray(image.dataobj, dtype=float)
+        assert volume[masks[f"red_nucleus_{side}"]].mean() < volume[masks[f"nigra_{side}"] == 0].mean()

@@ -57,6 +57,7 @@ __all__ = [
     "render_subject",
     "sample_labels",
     "simulate_subject",
+    "structure_masks",
 ]
 
 GENERATOR_VERSION = "1.1.0"
@@ -188,6 +189,23 @@ def _nifti_bytes(volume: np.ndarray, affine: np.ndarray) -> bytes:
     img.header.set_xyzt_units("mm", "sec")
     img.header["descrip"] = b"SYNTHETIC SMWI - not a real patient"
     return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
+
+
+def structure_masks(out_dir: str | os.PathLike, patient_id: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The structure masks (``phantom.STRUCTURES`` per side, bool, volume grid) and the affine of one patient of the
+    cohort in ``out_dir``, rendered again from the seed its ``cohort.json`` records (the volume is bit-identical)."""
+    meta = json.loads((pathlib.Path(out_dir) / "cohort.json").read_text())
+    n_patients, field = int(meta["n_patients"]), str(meta.get("field", "slab"))
+    ids = [f"P{i + 1:0{max(4, len(str(n_patients)))}d}" for i in range(n_patients)]
+    if patient_id not in ids:
+        raise ValueError(f"{patient_id}: not a patient of the cohort in {out_dir}")
+    index = ids.index(patient_id)
+    label_seq, _, image_seq = np.random.SeedSequence(int(meta["seed"])).spawn(3)
+    labels = sample_labels(n_patients, np.random.default_rng(label_seq))
+    rng = np.random.default_rng(image_seq.spawn(n_patients)[index])
+    s = simulate_subject(float(labels["sbr_right"][index]), float(labels["sbr_left"][index]), rng,
+                         FIELDS[field][1], masks=True)  # fmt: skip
+    return s.masks, s.affine
 
 
 def _render_case(task: tuple[str, float, float, np.random.SeedSequence, str, str]) -> dict:

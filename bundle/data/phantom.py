@@ -24,6 +24,7 @@ import numpy as np
 from bundle.constants import DEFAULT_SBR_MAX, PATCH_SIZE, TARGET_SPACING
 
 __all__ = [
+    "STRUCTURES",
     "SBR_MAX",
     "VOLUME_SHAPE",
     "VOXEL_SIZE",
@@ -202,6 +203,12 @@ class RenderedSubject:
     nigrosome_left: np.ndarray
     visibility_right: float  # nigrosome-1 visibility in [0, 1]
     visibility_left: float
+    masks: dict[str, np.ndarray] | None = None  # with ``masks=True``: STRUCTURES per side, bool [X, Y, Z]
+
+
+STRUCTURES = ("nigrosome", "nigra", "red_nucleus")
+"""The structures whose masks :func:`simulate_subject` gives (``"{structure}_{side}"``): the nigrosome-1, the
+substantia nigra and the red nucleus of each side, each where its painted shape's membership is at least 0.5."""
 
 
 def sample_labels(n_patients: int, rng: np.random.Generator) -> dict:
@@ -220,11 +227,12 @@ def sample_labels(n_patients: int, rng: np.random.Generator) -> dict:
 
 
 def simulate_subject(
-    sbr_right: float, sbr_left: float, rng: np.random.Generator, field: FieldOfView = SLAB
+    sbr_right: float, sbr_left: float, rng: np.random.Generator, field: FieldOfView = SLAB, masks: bool = False
 ) -> RenderedSubject:
     """Render one synthetic SMWI volume of ``field`` from its right/left SBRs and return it with its ground truth.
 
-    With ``SLAB`` the output is that of generator 1.1.0, bit for bit."""
+    With ``SLAB`` the output is that of generator 1.1.0, bit for bit. ``masks`` adds the structure masks (no random
+    numbers are drawn for them, so the volume is the same either way)."""
     a, var, acq = ANATOMY, VARIATION, ACQUISITION
     shape = field.shape
     scale = 1.0 + rng.uniform(-var.scale, var.scale)
@@ -256,11 +264,15 @@ def simulate_subject(
 
     n1_side_frame = _nigrosome_centre()
     true_voxels = []
+    structure_masks: dict[str, np.ndarray] = {}
     for side, (mirror, sbr) in enumerate(((1.0, sbr_right), (-1.0, sbr_left))):
         sx, sy, sz = side_shift[side]
         k = np.float32(1.0 / side_scale[side])
         x = (np.float32(mirror) * px - np.float32(sx)) * k
-        _paint_side(img, x, (py - np.float32(sy)) * k, (pz - np.float32(sz)) * k, sbr, visibility[side])
+        shapes = _paint_side(img, x, (py - np.float32(sy)) * k, (pz - np.float32(sz)) * k, sbr, visibility[side])
+        if masks:
+            name = ("right", "left")[side]
+            structure_masks |= {f"{structure}_{name}": shapes[structure] < 0 for structure in STRUCTURES}
         n1 = side_shift[side] + side_scale[side] * n1_side_frame
         n1[0] *= mirror
         true_voxels.append(_mm_to_voxel(scale * rot @ n1 + shift, shape))
@@ -288,6 +300,7 @@ def simulate_subject(
         nigrosome_left=true_voxels[1],
         visibility_right=visibility[0],
         visibility_left=visibility[1],
+        masks=structure_masks if masks else None,
     )
 
 
@@ -337,8 +350,11 @@ def _peduncle_sd(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return _ellipse_sd((cos * u - sin * w, cos * w + sin * u), (0.0, 0.0), a.peduncle_semi)
 
 
-def _paint_side(img: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, sbr: float, visibility: float) -> None:
-    """Paint crus cerebri, red nucleus, SN and nigrosome-1 of one side, given side-frame coordinates."""
+def _paint_side(
+    img: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, sbr: float, visibility: float
+) -> dict[str, np.ndarray]:
+    """Paint crus cerebri, red nucleus, SN and nigrosome-1 of one side, given side-frame coordinates; return the
+    signed distances (mm, negative inside) of the red nucleus, the nigra and the nigrosome-1 (STRUCTURES)."""
     a, var = ANATOMY, VARIATION
     lo, hi = var.degeneration_sbr
     degeneration = min(max((hi - sbr) / (hi - lo), 0.0), 1.0)
@@ -347,7 +363,8 @@ def _paint_side(img: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, sb
     theta = np.arctan2(dy, dx)
 
     _paint(img, np.maximum(_peduncle_sd(x, y), np.float32(a.sn_radius + 0.5 * a.sn_thickness + 0.5) - r), a.crus)
-    _paint(img, _ellipse_sd((x, y, z), a.rn_centre, a.rn_semi), a.rn)
+    red_nucleus = _ellipse_sd((x, y, z), a.rn_centre, a.rn_semi)
+    _paint(img, red_nucleus, a.rn)
 
     t0, t1 = (math.radians(t) for t in a.sn_angles_deg)
     along = np.float32(a.sn_radius) * (theta - np.float32(0.5 * (t0 + t1)))  # arc length from the SN middle
@@ -363,6 +380,7 @@ def _paint_side(img: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, sb
     n1_along = n1_r * (theta - np.float32(math.radians(a.n1_angle_deg)))  # curved: follows the SN arc
     n1 = _ellipse_sd((n1_along, r - n1_r, z), (0.0, 0.0, a.n1_z), a.n1_semi)
     img += np.float32(visibility * a.n1_contrast) * _inside(n1)
+    return {"nigrosome": n1, "nigra": sn, "red_nucleus": red_nucleus}
 
 
 def _paint_surroundings(img: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> None:
