@@ -226,3 +226,40 @@ def test_structure_masks_render_the_cohort_case_again(tiny_cohort):
         # the red nucleus is medial to the nigra, darker in SMWI
         volume = np.asarray(image.dataobj, dtype=float)
         assert volume[masks[f"red_nucleus_{side}"]].mean() < volume[masks[f"nigra_{side}"] == 0].mean()
+
+
+def test_embedding_order_tells_an_ordered_embedding_from_noise():
+    import numpy as np
+
+    from bundle.explain.measures import embedding_order
+
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0.5, 6.0, 60)
+    ordered = np.stack([values + 0.05 * rng.standard_normal(60), rng.standard_normal(60)], axis=1)
+    scores = embedding_order(ordered, values)
+    assert scores["spearman_axis"] > 0.95 and scores["knn_r2"] > 0.9
+    noise = embedding_order(rng.standard_normal((60, 2)), values)
+    assert noise["spearman_axis"] < 0.4 and noise["knn_r2"] < 0.2
+
+
+def test_explain_study_script_end_to_end(tmp_path, tiny_cohort):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO, bundle_env
+    from subjects import tiny_model
+
+    model = tiny_model(tmp_path / "model.pt")
+    cmd = [sys.executable, "scripts/explain_study.py", "--ckpt", str(model), "--standard-ckpt", str(model),
+           "--dataset-dir", str(tiny_cohort), "--n-cases", "3", "--out", str(tmp_path / "study")]  # fmt: skip
+    result = subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert set(study["models"]) == {"symmetric", "standard (single-side)", "symmetric, left"}
+    symmetric = study["models"]["symmetric"]
+    assert len(symmetric["records"]) == 3 * 2 * 3  # cases x sides x methods
+    assert set(symmetric["summary"]) == {"hirescam", "lrp", "fullgrad"}
+    assert set(study["tsne"]) == {"symmetric", "standard (single-side)"}
+    for name in ("study.md", "study.png", "tsne.png"):
+        assert (tmp_path / "study" / name).stat().st_size > 200
