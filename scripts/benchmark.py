@@ -214,6 +214,35 @@ def bench_localisation(repeats: int) -> dict[str, float]:
     return {"localise_s_per_volume": float(np.median(times[1:]))}
 
 
+def bench_explain(n_cases: int = 10) -> dict[str, float]:
+    """Seconds for the explain step on ``n_cases`` slab cases at the demo width (16-32-64-128): HiResCAM, LRP and
+    full-gradient maps of both patches, NIfTI files and the PNG panel of each case (random weights: the time does
+    not depend on them)."""
+    import nibabel as nib
+    from monai.transforms import Compose
+
+    from bundle.constants import DEFAULT_SBR_MAX
+    from bundle.data import DivideByMeand, LoadNigralPatchesd
+    from bundle.data.phantom import simulate_subject
+    from bundle.explain.workflow import Explainer
+    from bundle.method.networks import VGGRegressor3D
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = []
+        for i in range(n_cases):
+            s = simulate_subject(3.0, 3.0, rng)
+            path = Path(tmp) / f"S{i}.nii.gz"
+            nib.save(nib.Nifti1Image(s.volume, s.affine), path)
+            centroids = {"centroid_right": s.centroid_right.tolist(), "centroid_left": s.centroid_left.tolist()}
+            cases.append({"id": f"S{i}", "image": str(path), "centroid_space": "voxel", **centroids})
+        load = Compose([LoadNigralPatchesd(), DivideByMeand(keys=["patch_right", "patch_left"])])
+        network = VGGRegressor3D(channels=(16, 32, 64, 128))
+        start = time.perf_counter()
+        Explainer(network, load, cases, Path(tmp) / "out", DEFAULT_SBR_MAX).run()
+        return {"explain_s_per_10_cases": (time.perf_counter() - start) * 10 / n_cases}
+
+
 def bench_cuda_flops(device: torch.device, pairs_per_batch: int, repeats: int) -> dict[str, float | None]:
     """Training FLOPs per patch (torch.utils.flop_counter), achieved TFLOP/s and MFU of the amp path."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -267,7 +296,8 @@ def main() -> None:
     throughput = bench_throughput(device, pairs_per_batch, repeats, compile=not args.no_compile)
     mc = bench_mc(device, 100, repeats, naive=True)
     localisation = bench_localisation(repeats)
-    results |= throughput | mc | rss | localisation
+    explain = bench_explain()
+    results |= throughput | mc | rss | localisation | explain
     prefix = "cpu" if device.type == "cpu" else "cuda"
     results[f"{prefix}_train_speedup"] = throughput["train_speedup"]
     results[f"{prefix}_infer_speedup"] = throughput["infer_speedup"]
@@ -303,6 +333,7 @@ def main() -> None:
         ("MC n=100 / deterministic", mc["mc100_over_det"]),
         ("inference peak RSS, MB", rss["infer_peak_rss_mb"]),
         ("localisation of one wide-field volume, s", localisation["localise_s_per_volume"]),
+        ("explain 10 cases (3 methods, demo width), s", explain["explain_s_per_10_cases"]),
     ]
     if device.type == "cuda":
         rows += [("training GFLOP per patch", results["train_gflop_per_patch"]),

@@ -12,7 +12,7 @@ from bundle.explain.fullgrad import fullgrad_saliency
 from bundle.explain.hirescam import hirescam
 from bundle.explain.lrp import lrp
 
-__all__ = ["METHODS", "explain_patch"]
+__all__ = ["METHODS", "explain_patches"]
 
 METHODS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
     "hirescam": hirescam,
@@ -23,9 +23,9 @@ METHODS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
 full-gradient saliency (non-negative)."""
 
 
-def explain_patch(network: nn.Module, patch: torch.Tensor, method: str) -> torch.Tensor:
-    """``method``'s map [X, Y, Z] of one patch [1, X, Y, Z] (channel-first, divided by its mean) for F."""
+def explain_patches(network: nn.Module, patches: torch.Tensor, method: str) -> torch.Tensor:
+    """``method``'s maps [B, X, Y, Z] of patches [B, 1, X, Y, Z] (divided by their means) for F, in one pass."""
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose from {sorted(METHODS)}")
-    plain = patch.as_tensor() if isinstance(patch, MetaTensor) else patch  # the maps carry no metadata
-    return METHODS[method](network, plain.float().unsqueeze(0))[0, 0].detach()
+    plain = patches.as_tensor() if isinstance(patches, MetaTensor) else patches  # the maps carry no metadata
+    return METHODS[method](network, plain.float())[:, 0].detach()

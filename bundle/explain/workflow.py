@@ -26,7 +26,7 @@ from bundle.constants import SIDES
 from bundle.data.patches import LR_AXIS
 from bundle.data.readers import error_message
 from bundle.explain.figures import explanation_panel
-from bundle.explain.maps import METHODS, explain_patch
+from bundle.explain.maps import METHODS, explain_patches
 from bundle.io import atomic_open, inside, safe_file_stem, write_csv
 
 __all__ = ["Explainer"]
@@ -99,20 +99,21 @@ class Explainer:
         data = self.load(case)
         folder = inside(self.output_dir, safe_file_stem(str(case["id"])))
         folder.mkdir(parents=True, exist_ok=True)
-        patches, maps = {}, {m: {} for m in self.methods}
-        predicted = {}
-        for side in SIDES:
+        patches, maps, predicted = {}, {m: {} for m in self.methods}, {}
+        pair = torch.stack([data[f"patch_{side}"].as_tensor().float() for side in SIDES])  # [2, 1, X, Y, Z]
+        with torch.no_grad():
+            predicted = dict(zip(SIDES, (self.network(pair).reshape(-1) * self.sbr_max).tolist(), strict=True))
+        found = {method: explain_patches(self.network, pair, method) for method in self.methods}
+        for i, side in enumerate(SIDES):
             patch = data[f"patch_{side}"]
-            with torch.no_grad():
-                predicted[side] = float(self.network(patch.float().unsqueeze(0)).reshape(-1)[0]) * self.sbr_max
             as_subject = self.unmirror(patch) if side == "right" else patch  # RAS, affine of the real position
             affine = np.asarray(as_subject.affine, dtype=np.float64)
             patches[side] = as_subject[0].numpy()
             _save_nifti(patches[side], affine, folder / f"patch_{side}.nii.gz")
             for method in self.methods:
-                found = MetaTensor(explain_patch(self.network, patch, method)[None], affine=patch.affine)
-                found = self.unmirror(found) if side == "right" else found
-                maps[method][side] = found[0].numpy()
+                saliency = MetaTensor(found[method][i][None], affine=patch.affine)
+                saliency = self.unmirror(saliency) if side == "right" else saliency
+                maps[method][side] = saliency[0].numpy()
                 _save_nifti(maps[method][side], affine, folder / f"{method}_{side}.nii.gz")
         label = np.asarray(data.get("label", [np.nan, np.nan]), dtype=np.float64).reshape(-1) * self.sbr_max
         truth = {side: (None if np.isnan(v) else round(float(v), 4)) for side, v in zip(SIDES, label, strict=True)}
