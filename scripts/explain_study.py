@@ -94,6 +94,7 @@ def measure(run_dir: Path, cases: list[dict], dataset_dir: Path, sides: tuple[st
                 record = {"id": case["id"], "side": side, "method": method,
                           "pointing": pointing_hit(saliency, on_patch["nigrosome"] | on_patch["nigra"])}  # fmt: skip
                 record |= {s: enrichment_ratio(saliency, on_patch[s]) for s in STRUCTURES}
+                record["nigrosome_abs"] = enrichment_ratio(np.abs(saliency), on_patch["nigrosome"])
                 records.append(record)
     return records
 
@@ -108,6 +109,7 @@ def summarise(records: list[dict]) -> dict[str, dict[str, float]]:
             values = np.array([r[s] for r in rows], dtype=float)
             summary[f"{s}_mean"] = float(np.nanmean(values))
             summary[f"{s}_median"] = float(np.nanmedian(values))
+        summary["nigrosome_abs_mean"] = float(np.nanmean([r["nigrosome_abs"] for r in rows]))
         out[method] = summary
     return out
 
@@ -155,13 +157,14 @@ def tsne_study(embeddings: dict[str, tuple[np.ndarray, np.ndarray]], path: Path)
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        "| model | sides | method | nigrosome-1 | nigra | red nucleus | pointing game |",
-        "|---|---|---|---|---|---|---|",
+        "| model | sides | method | nigrosome-1 | nigra | red nucleus | nigrosome-1, abs. evidence | pointing game |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, run in result["models"].items():
         for method, s in run["summary"].items():
             cells = " | ".join(f"{s[f'{x}_mean']:.2f} ({s[f'{x}_median']:.2f})" for x in STRUCTURES)
-            lines.append(f"| {name} | {', '.join(run['sides'])} | {method} | {cells} | {s['pointing']:.0%} |")
+            lines.append(f"| {name} | {', '.join(run['sides'])} | {method} | {cells} | {s['nigrosome_abs_mean']:.2f} | "
+                         f"{s['pointing']:.0%} |")  # fmt: skip
     return "\n".join(lines)
 
 
