@@ -42,19 +42,21 @@ def full_gradients(network: nn.Module, x: torch.Tensor) -> FullGradients:
     """Input- and bias-gradient terms of the scalar output of ``network`` ([B, C, ...] -> [B, 1] or [B]) at ``x``."""
     model = explainable_copy(network)
     biased = [m for m in model.modules() if isinstance(m, (nn.Conv3d, nn.Linear)) and m.bias is not None]
-    outputs: list[torch.Tensor] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out)) for m in biased]
+    calls: list[tuple[nn.Module, torch.Tensor]] = []  # in call order (a module may run more than once)
+    hooks = [m.register_forward_hook(lambda m, _i, out: calls.append((m, out))) for m in biased]
     try:
         x = x.detach().float().requires_grad_(True)
         output = model(x).reshape(x.shape[0])
-        gradients = torch.autograd.grad(output.sum(), [x, *outputs])
+        gradients = torch.autograd.grad(output.sum(), [x, *(out for _, out in calls)])
     finally:
         for hook in hooks:
             hook.remove()
     bias_terms = []
-    for module, gradient in zip(biased, gradients[1:], strict=True):
-        shape = (1, -1) + (1,) * (gradient.dim() - 2)
-        bias_terms.append((gradient * module.bias.reshape(shape)).detach())
+    for (module, _), gradient in zip(calls, gradients[1:], strict=True):
+        if isinstance(module, nn.Linear):  # the bias is on the last axis ([B, features] or [B, tokens, features])
+            bias_terms.append((gradient * module.bias).detach())
+        else:  # a convolution: one bias per channel
+            bias_terms.append((gradient * module.bias.reshape((1, -1) + (1,) * (gradient.dim() - 2))).detach())
     return FullGradients(output.detach(), (gradients[0] * x).detach(), bias_terms)
 
 
