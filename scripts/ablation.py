@@ -5,7 +5,9 @@ Rows, each trained with the bundle's own training workflow and evaluated with th
 - ``single_side``  (a) "VGG-small", the standard regressor: one model per side, trained on that side only with the
                    plain regression loss (``configs/train.json`` + ``configs/single_side.json``), no pairing;
 - ``paired``       (b) symmetric VGG: one shared F on both patches (eq. 3) with beta = 0 (L_reg only);
-- ``paired_lsym``  (c) symmetric VGG + L_sym (eq. 7, alpha = 0.04, beta = 1 by default).
+- ``paired_lsym``  (c) symmetric VGG + L_sym (eq. 7, alpha = 0.04, beta = 1 by default);
+- on request (``--rows ... resnet18 vit vgg16 mobilenetv3``): Table 3's baselines, each trained like row (a) with
+                   its ``configs/baselines/<arch>.json`` preset layered last on every step.
 
 For each model: training -> calibration on the validation split (gamma_r, gamma_l and the conformal scale) ->
 symmetric MC inference on the test split -> ``metrics.json``. The single-side row merges the right model's right
@@ -34,7 +36,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +74,13 @@ QUICK = {"channels": [8, 16, 32, 64], "epochs": 3, "mc_samples": 30}
 
 @dataclass(frozen=True)
 class Row:
-    """One ablation row: its models (name -> extra training configs, training overrides)."""
+    """One ablation row: its models (name -> extra training configs, training overrides) and the network preset
+    every step of the row layers last (a Table 3 baseline's ``configs/baselines/<arch>.json``; none: Table 1)."""
 
     name: str
     label: str
     models: Mapping[str, tuple[tuple[str, ...], Mapping[str, Any]]]
+    network_configs: tuple[str, ...] = ()
 
     @property
     def paired(self) -> bool:
@@ -91,7 +95,16 @@ def make_rows(alpha: float, beta: float) -> dict[str, Row]:
         "paired": Row("paired", "Symmetric VGG (paired, β = 0)", {"paired": ((), {"beta": 0.0})}),
         "paired_lsym": Row("paired_lsym", f"Symmetric VGG + L_sym (α = {alpha:g}, β = {beta:g})",
                            {"paired": ((), {"alpha": alpha, "beta": beta})}),
+        **{arch: Row(arch, f"{label} (one regressor per side)",
+                     {"right": (single, {"side": "right"}), "left": (single, {"side": "left"})},
+                     (f"configs/baselines/{arch}.json",))
+           for arch, label in BASELINE_ROWS.items()},
     }  # fmt: skip
+
+
+BASELINE_ROWS = {"resnet18": "ResNet-18 (3D)", "vit": "ViT (3D)", "vgg16": "VGG-16 (3D)", "mobilenetv3": "MobileNetV3"}
+"""Table 3's baseline rows (``--rows resnet18 vit vgg16 mobilenetv3``), trained like the VGG-small row."""
+DEFAULT_ROWS = ("single_side", "paired", "paired_lsym")
 
 
 @dataclass(frozen=True)
@@ -118,7 +131,11 @@ def run_row(runner: BundleRunner, row: Row, settings: Settings, run: str, datali
     data = {"datalist": datalist} if datalist else {}
     mc = {"mc_samples": settings.mc_samples, "seed": seed, **data}
     walls: dict[str, float] = {}
+    network = list(row.network_configs)
+    if network:  # a baseline: the width override of the Table 1 network does not apply
+        runner = replace(runner, common={k: v for k, v in runner.common.items() if not k.startswith("network_def#")})
     for model, (configs, overrides) in row.models.items():
+        configs = (*configs, *network)
         model_dir = row_dir / model
         ckpt = model_dir / "model.pt"
         train_overrides = {**settings.train, **overrides, "seed": seed, "output_dir": str(model_dir / "train"),
@@ -129,12 +146,12 @@ def run_row(runner: BundleRunner, row: Row, settings: Settings, run: str, datali
                                              model_dir / "train.done.json")  # fmt: skip
         if settings.calibrate:
             walls[f"calibrate_{model}"] = runner.run(
-                "calibrate", [],
+                "calibrate", network,
                 {**mc, "ckpt_path": str(ckpt), "coverage": settings.coverage}, model_dir / "calibration.json",
             )  # fmt: skip
         if not row.paired:
             walls[f"inference_{model}"] = runner.run(
-                "inference", [],
+                "inference", network,
                 {**mc, "ckpt_path": str(ckpt), "output_dir": str(model_dir / "test"), "reports": False},
                 model_dir / "test" / "predictions.csv",
             )  # fmt: skip
@@ -147,7 +164,7 @@ def run_row(runner: BundleRunner, row: Row, settings: Settings, run: str, datali
             row_dir / "eval" / "predictions.csv",
         )
         evaluation["run_inference"] = False
-    walls["evaluate"] = runner.run("evaluating", [], evaluation,
+    walls["evaluate"] = runner.run("evaluating", network, evaluation,
                                    row_dir / "eval" / "metrics.json")  # fmt: skip
     record = {"row": row.name, "label": row.label, "run": run, "seed": seed, "datalist": datalist,
               "wall_s": round(sum(walls.values()), 1),
@@ -327,7 +344,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_common_arguments(parser)
     rows = list(make_rows(0.04, 1.0))
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ablation", help="output folder (resumable)")
-    parser.add_argument("--rows", nargs="+", default=rows, choices=rows)
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=list(DEFAULT_ROWS),
+        choices=rows,
+        help="rows to run (default: the ablation rows; add Table 3's baselines by name)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="seeds seed .. seed + K - 1 (mean ± SD)")
     parser.add_argument("--datalist", nargs="+", default=None, help="datalist(s); several = repeats over folds")
     parser.add_argument("--alpha", type=float, default=0.04, help="margin of L_sym, row (c)")

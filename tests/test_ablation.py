@@ -222,3 +222,24 @@ def test_paired_row_end_to_end(tiny_cohort, tmp_path):
         assert len(list(csv.DictReader(handle))) == 3
     assert (row / "paired" / "model.pt").is_file() and (row / "eval" / "sharpness_cp.png").is_file()
     assert "| Symmetric VGG + L_sym (α = 0.04, β = 1) |" in (tmp_path / "ablation.md").read_text()
+
+
+def test_a_baseline_row_layers_its_preset_on_every_step_without_the_width(tiny_cohort, tmp_path, monkeypatch):
+    calls: list[str] = []
+    commands: list[list[str]] = []
+    fake = fake_bundle_run(tiny_cohort, calls)
+
+    def recording(cmd, **kwargs):
+        commands.append(cmd)
+        return fake(cmd, **kwargs)
+
+    monkeypatch.setattr(experiments.subprocess, "run", recording)
+    assert ablation.parse_args([]).rows == ["single_side", "paired", "paired_lsym"]  # baselines only on request
+    ablation.main(["--out", str(tmp_path), "--dataset-dir", str(tiny_cohort), "--quick", "--rows", "mobilenetv3"])
+    assert calls == ["training", "calibrate", "inference"] * 2 + ["evaluating"]
+    for cmd in commands:
+        configs = cmd[cmd.index("--config_file") + 1]
+        assert configs.endswith("'configs/baselines/mobilenetv3.json']"), configs
+        assert "--network_def#channels" not in cmd  # --quick's width is the Table 1 network's, not the baseline's
+    markdown = (tmp_path / "ablation.md").read_text()
+    assert "| MobileNetV3 (one regressor per side) |" in markdown
