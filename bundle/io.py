@@ -81,10 +81,19 @@ def file_sha256(path: str | os.PathLike | None) -> str | None:
 
 def spreadsheet_safe(value: Any) -> Any:
     """A text cell that a spreadsheet would run as a formula (starts with ``= + - @``, tab or CR) gets a leading
-    apostrophe, as spreadsheet-safe exports do; numbers and other text are returned unchanged."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+    apostrophe, as spreadsheet-safe exports do; numbers, also as text (``"-0.2"``, read back from a CSV), and other
+    text are returned unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) and not _is_number(value):
         return "'" + value
     return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip() == text
 
 
 def unescape_cell(value: str) -> str:

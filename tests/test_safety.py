@@ -355,3 +355,13 @@ def test_neutralised_ids_read_back_unchanged_for_evaluation(tmp_path):
     write_predictions(tmp_path, ["-P1", "+P2", "@P3", "P4"])
     assert read_csv(tmp_path / "predictions.csv")[0]["id"] == "'-P1"
     assert list(read_predictions(tmp_path / "predictions.csv")) == ["-P1", "+P2", "@P3", "P4"]
+
+
+def test_numbers_as_text_are_not_escaped_but_formulas_are(tmp_path):
+    """A merged predictions.csv re-writes cells read as text: a negative interval bound must stay a number."""
+    from bundle.io import spreadsheet_safe, write_csv
+
+    assert spreadsheet_safe("-0.2069") == "-0.2069" and spreadsheet_safe("+1e-3") == "+1e-3"
+    assert spreadsheet_safe("-1+2") == "'-1+2" and spreadsheet_safe("=1") == "'=1" and spreadsheet_safe(" -1") == " -1"
+    write_csv(tmp_path / "p.csv", ["id", "low"], [{"id": "=SUM(A1)", "low": "-0.5"}])
+    assert (tmp_path / "p.csv").read_text().splitlines()[1] == "'=SUM(A1),-0.5"
