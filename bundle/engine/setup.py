@@ -20,6 +20,7 @@ __all__ = [
     "autocast_dtype",
     "cuda_amp_dtype",
     "prepare_network",
+    "CPUAutocast",
     "compile_features",
     "loader_workers",
     "mean_baseline_mae",
@@ -95,6 +96,21 @@ def prepare_network(
     if compile and inference:
         network = compile_features(network)
     return network
+
+
+class CPUAutocast(nn.Module):
+    """Run ``module`` under CPU autocast in ``dtype`` (``None``: as it is) and return float32: bf16 training and
+    inference on a CPU with MONAI's engines, whose own ``amp`` is CUDA only. ``module`` is what checkpoints save."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.module, self.dtype = module, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.dtype is None:
+            return self.module(x)
+        with torch.autocast("cpu", dtype=self.dtype):
+            return self.module(x).float()
 
 
 def compile_features(network: nn.Module) -> nn.Module:

@@ -38,15 +38,19 @@ class FullGradients:
         return (self.output - total).abs()
 
 
-def full_gradients(network: nn.Module, x: torch.Tensor) -> FullGradients:
-    """Input- and bias-gradient terms of the scalar output of ``network`` ([B, C, ...] -> [B, 1] or [B]) at ``x``."""
+def full_gradients(network: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None) -> FullGradients:
+    """Input- and bias-gradient terms of the scalar output of ``network`` ([B, C, ...] -> [B, 1] or [B]) at ``x``;
+    for a classifier ([B, classes] logits) that of the ``target`` [B] class's logit."""
     model = explainable_copy(network)
     biased = [m for m in model.modules() if isinstance(m, (nn.Conv3d, nn.Linear)) and m.bias is not None]
     calls: list[tuple[nn.Module, torch.Tensor]] = []  # in call order (a module may run more than once)
     hooks = [m.register_forward_hook(lambda m, _i, out: calls.append((m, out))) for m in biased]
     try:
         x = x.detach().float().requires_grad_(True)
-        output = model(x).reshape(x.shape[0])
+        output = model(x)
+        if target is not None:
+            output = output.gather(1, target.long().reshape(-1, 1).to(output.device))
+        output = output.reshape(x.shape[0])
         gradients = torch.autograd.grad(output.sum(), [x, *(out for _, out in calls)])
     finally:
         for hook in hooks:
@@ -67,11 +71,11 @@ def _normalised(term: torch.Tensor) -> torch.Tensor:
     return ((flat - low[:, None]) / scale[:, None]).reshape(term.shape)
 
 
-def fullgrad_saliency(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def fullgrad_saliency(network: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
     """The full-gradient saliency map [B, 1, *spatial] of ``x`` [B, C, *spatial]: the normalised absolute input
     term plus, for every biased convolution, its normalised absolute bias term summed over channels and
-    trilinearly upsampled (linear layers have no spatial map)."""
-    parts = full_gradients(network, x)
+    trilinearly upsampled (linear layers have no spatial map). ``target``: as in :func:`full_gradients`."""
+    parts = full_gradients(network, x, target)
     saliency = _normalised(parts.input_term).sum(1, keepdim=True)
     for term in parts.bias_terms:
         if term.dim() == x.dim():

@@ -89,14 +89,17 @@ class Flat:
         return _redistribute(ones, torch.ones_like(a), relevance, 1e-9)
 
 
-def paper_layout(layers: Sequence[nn.Module]) -> list[Rule | None]:
-    """The DaT-SPECT LRP paper's rules for ``layers``: flat for the convolutions before the first max-pool, alpha-beta
-    (2, 1) for every later convolution, epsilon (1e-4) for linear layers; None (pass-through) for the rest."""
+def paper_layout(layers: Sequence[nn.Module], flat_convs: int | None = None) -> list[Rule | None]:
+    """The DaT-SPECT LRP paper's rules for ``layers``: flat for the first ``flat_convs`` convolutions (the paper's
+    network: 2; ``None``: those before the first max-pool, the regressor's first block), alpha-beta (2, 1) for every
+    later convolution, epsilon (1e-4) for linear layers; None (pass-through) for the rest."""
     rules: list[Rule | None] = []
-    pooled = False
+    pooled, convs = False, 0
     for layer in layers:
         if isinstance(layer, nn.Conv3d):
-            rules.append(AlphaBeta() if pooled else Flat())
+            flat = not pooled if flat_convs is None else convs < flat_convs
+            rules.append(Flat() if flat else AlphaBeta())
+            convs += 1
         elif isinstance(layer, nn.Linear):
             rules.append(Epsilon())
         else:
@@ -117,10 +120,11 @@ def lrp(
     x: torch.Tensor,
     layout: Callable[[Sequence[nn.Module]], list[Rule | None]] = paper_layout,
     return_layers: bool = False,
+    target: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-    """Relevance [B, C, *spatial] of ``x`` for the regressor's output (the relevance put in at the top is the
-    output itself). With ``return_layers`` also the relevance entering each layer, bottom to top (to check
-    conservation)."""
+    """Relevance [B, C, *spatial] of ``x`` for the network's output: the relevance put in at the top is the output
+    itself (a regressor) or, with ``target`` [B] (class indices), the target class's logit alone (a classifier).
+    With ``return_layers`` also the relevance entering each layer, bottom to top (to check conservation)."""
     model = explainable_copy(network)
     layers = sequential_layers(model)
     rules = layout(layers)
@@ -129,6 +133,8 @@ def lrp(
         for layer in layers:
             activations.append(layer(activations[-1]))
     relevance = activations[-1]
+    if target is not None:
+        relevance = relevance * nn.functional.one_hot(target.long(), relevance.shape[1]).to(relevance.dtype)
     relevances = [relevance]
     for layer, rule, a in zip(reversed(layers), reversed(rules), reversed(activations[:-1]), strict=True):
         relevance = (rule or _pass)(layer, a, relevance)
