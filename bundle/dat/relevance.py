@@ -96,12 +96,18 @@ def heat_map(maps: CaseMaps, positive: int = 1, correct_only: bool = True) -> tu
     return means[positive] - means[other], means
 
 
-def _threshold_region(setting: str) -> np.ndarray:
-    """Brain voxels outside the striatal box: where the paper takes the 95th percentile of the heat map."""
+def _seen(setting: str) -> np.ndarray:
+    """Brain voxels the network of a setting sees (the flat rule also hands relevance to blanked-out voxels)."""
     box = np.zeros_like(region_masks()["brain"])
     box[striatal_box()] = True
     brain = region_masks()["brain"]
-    return brain & box if setting == "striatum" else brain & ~box
+    return brain & {"striatum": box, "without_striatum": ~box}.get(setting, np.ones_like(box))
+
+
+def _threshold_region(setting: str) -> np.ndarray:
+    """Where the paper takes the 95th percentile of the heat map: the brain outside the striatal box (inside it for
+    the striatum-only setting)."""
+    return _seen("without_striatum" if setting != "striatum" else "striatum")
 
 
 def cluster_overlap(cluster: np.ndarray, regions: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -144,11 +150,11 @@ def explain_spect(network: nn.Module, dataset: Dataset, setting: str, output_dir
     evidence depends on what the network learned (residual putamen uptake may be evidence *against* 'reduced')."""
     maps = case_maps(network, dataset, "lrp", setting, device)
     heat, means = heat_map(maps, correct_only=correct_only)
-    region, brain = _threshold_region(setting), region_masks()["brain"]
+    region, seen = _threshold_region(setting), _seen(setting)
     clusters = {
-        "magnitude": (np.abs(heat) > np.percentile(np.abs(heat)[region], percentile)) & brain,
-        "positive": (heat > np.percentile(heat[region], percentile)) & brain,
-        "negative": (heat < np.percentile(heat[region], 100 - percentile)) & brain,
+        "magnitude": (np.abs(heat) > np.percentile(np.abs(heat)[region], percentile)) & seen,
+        "positive": (heat > np.percentile(heat[region], percentile)) & seen,
+        "negative": (heat < np.percentile(heat[region], 100 - percentile)) & seen,
     }
     cluster = clusters["magnitude"]
     regions = ["putamen_left", "putamen_right", "caudate_left", "caudate_right", "insula_left", "insula_right",
