@@ -15,7 +15,7 @@ from torch import nn
 
 from bundle.constants import ABNORMAL_SBR
 from bundle.dat.binding import binding_ratio, dl_binding_ratio, group_comparison, salient_region
-from bundle.dat.cohort import fold_cases, generate_dat_cohort
+from bundle.dat.cohort import checked_cases, fold_cases, generate_dat_cohort
 from bundle.dat.networks import DATNet, DaTSpectCNN
 from bundle.dat.phantom import PATTERNS, SPECT, measured_sbr, simulate_dat, striatal_binding
 from bundle.dat.template import AFFINE, SHAPE, region_masks
@@ -61,6 +61,24 @@ def test_dat_cohort_has_the_smwi_cohorts_patients_split_and_sbr(tmp_path):
     held = fold_cases(str(tmp_path / "spect" / "datalist.json"), "validation", folds=3, fold=1)
     assert len(pooled) + len(held) == len(spect["training"]) + len(spect["validation"])
     assert not {c["id"] for c in pooled} & {c["id"] for c in held}
+
+
+def test_bad_cases_are_refused_one_line_each_and_the_rest_go_on(tmp_path):
+    good = nib.Nifti1Image(np.ones(SHAPE, np.float32), AFFINE)
+    nib.save(good, tmp_path / "good.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((10, 10, 10), np.float32), AFFINE), tmp_path / "small.nii.gz")
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
+    cases = [{"id": name, "image": f"{name}.nii.gz", "label": 0} for name in ("good", "small", "broken", "missing")]
+    (tmp_path / "list.json").write_text(json.dumps({"test": cases}))
+    out = tmp_path / "out"
+    kept = checked_cases(str(tmp_path / "list.json"), "test", str(tmp_path), str(out))
+    assert [c["id"] for c in kept] == ["good"]
+    rows = (out / "errors.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["small", "broken", "missing"]
+    assert "template" in rows[1] and all("\n" not in row for row in rows)
+    (tmp_path / "list.json").write_text(json.dumps({"test": cases[:1]}))
+    checked_cases(str(tmp_path / "list.json"), "test", str(tmp_path), str(out))
+    assert not (out / "errors.csv").exists()  # no stale list beside a clean run's outputs
 
 
 def test_lower_side_goes_left_and_settings_crop_or_blank_the_striatal_box():

@@ -318,3 +318,18 @@ def test_download_refuses_weights_that_do_not_match_the_published_hash(zoo_bundl
     (tmp_path / "models" / "model.pt").write_bytes(b"weights trained elsewhere")
     with pytest.raises(HashCheckError):
         download_large_files(bundle_path=str(tmp_path))
+
+
+@pytest.mark.filterwarnings("ignore:No hash value provided")
+@pytest.mark.parametrize("name", ["dat_spect", "datnet"])
+def test_companion_bundles_hold_the_zoo_files_and_valid_metadata(name, tmp_path):
+    root = REPO / "bundles" / name
+    for required in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "LICENSE",
+                     "docs/README.md"):  # fmt: skip
+        assert (root / required).is_file(), f"{root} lacks {required}"
+    schema = tmp_path / SCHEMA_NAME
+    schema.write_text(json.dumps(SCHEMA))
+    verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(schema))
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    assert meta["version"] == max(meta["changelog"], key=Version)
+    assert "Research use only" in meta["intended_use"] and "synthetic" in meta["data_source"]

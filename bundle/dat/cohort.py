@@ -9,6 +9,7 @@ Layout of ``out_dir``: ``<modality>/P0001.nii.gz`` ..., ``datalist.json`` (train
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -24,7 +25,17 @@ from bundle.dat.template import AFFINE
 from bundle.data.cohort import DEFAULT_SPLIT, NOTICE, SECTIONS, _install, _read_params, _split_sizes
 from bundle.data.phantom import sample_labels
 
-__all__ = ["DAT_VERSION", "MODALITIES", "generate_dat_cohort", "ensure_dat_cohort", "fold_cases", "spect_label"]
+__all__ = [
+    "DAT_VERSION",
+    "MODALITIES",
+    "generate_dat_cohort",
+    "ensure_dat_cohort",
+    "fold_cases",
+    "checked_cases",
+    "spect_label",
+]
+
+logger = logging.getLogger(__name__)
 
 DAT_VERSION = "1.0.0"
 MODALITIES = ("spect", "pet")
@@ -124,3 +135,37 @@ def fold_cases(datalist: str, section: str, folds: int = 0, fold: int = 0, base_
     pooled = [case for cases in sections for case in cases]
     parts = partition_dataset(pooled, num_partitions=folds, shuffle=True, seed=0)
     return parts[fold] if section == "validation" else [c for k, part in enumerate(parts) if k != fold for c in part]
+
+
+def checked_cases(datalist: str, section: str, base_dir: str | None = None,
+                  output_dir: str | None = None) -> list[dict]:  # fmt: skip
+    """The cases of a datalist section whose image is a readable NIfTI on the template grid. Every other case is
+    logged as one line naming it and the problem, and listed in ``<output_dir>/errors.csv``; the rest go on."""
+    from monai.data import load_decathlon_datalist
+
+    from bundle.dat.template import SHAPE
+    from bundle.io import write_csv
+
+    good, errors = [], []
+    for case in load_decathlon_datalist(datalist, True, section, base_dir=base_dir):
+        case_id = str(case.get("id", case.get("image")))
+        try:
+            image = nib.load(case["image"])
+            if tuple(image.shape) != SHAPE or not np.allclose(image.affine, AFFINE, atol=1e-3):
+                raise ValueError(f"grid {tuple(image.shape)} / affine is not the template's {SHAPE}; register it first")
+        except Exception as error:  # noqa: BLE001 - any unreadable file is reported the same way
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            logger.error("%s: %s", case_id, message)
+            errors.append({"id": case_id, "image": case.get("image"), "error": message})
+            continue
+        good.append({**case, "id": case_id})
+    if output_dir is not None:  # this run's refusals only: an earlier run's list never stays beside new outputs
+        report = pathlib.Path(output_dir) / "errors.csv"
+        if errors:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            write_csv(report, ["id", "image", "error"], errors)
+        else:
+            report.unlink(missing_ok=True)
+    if not good:
+        raise ValueError(f"{datalist}: no usable case in section {section!r} ({len(errors)} refused)")
+    return good
