@@ -47,10 +47,11 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def paired_model(device: torch.device, amp: bool, inference: bool = False, compile: bool = False) -> SymmetricRegressor:
+def paired_model(device: torch.device, amp: bool, inference: bool = False, compile: bool = False,
+                 backend: str = "torch") -> SymmetricRegressor:  # fmt: skip
     """The Table-1 paired model as the bundle's training (or, with ``inference``, inference) configs build it."""
     torch.manual_seed(0)
-    net = prepare_network(VGGRegressor3D(), device, amp, inference=inference, compile=compile)
+    net = prepare_network(VGGRegressor3D(), device, amp, inference=inference, compile=compile, backend=backend)
     dtype = autocast_dtype(amp, device) if device.type == "cpu" else (cuda_amp_dtype() if amp else None)
     return SymmetricRegressor(net, autocast_dtype=dtype)
 
@@ -129,9 +130,11 @@ def bench_throughput(device: torch.device, pairs_per_batch: int, repeats: int, c
     return result
 
 
-def bench_mc(device: torch.device, n_samples: int, repeats: int, naive: bool) -> dict[str, float]:
+def bench_mc(
+    device: torch.device, n_samples: int, repeats: int, naive: bool, backend: str = "torch"
+) -> dict[str, float]:
     """Latency of one patient pair: deterministic forward, fast symmetric MC (n samples) and n naive passes."""
-    model = paired_model(device, amp=True, inference=True).eval()
+    model = paired_model(device, amp=True, inference=True, backend=backend).eval()
     pair = torch.rand(1, 2, 50, 50, 20, device=device) + 0.5
 
     def deterministic() -> None:
@@ -159,6 +162,45 @@ def bench_mc(device: torch.device, n_samples: int, repeats: int, naive: bool) ->
     if naive:
         result |= {"mc_naive_pair_ms": 1e3 * times["naive"], "mc_naive_over_fast": times["naive"] / times["fast"]}
     return result
+
+
+def openvino_installed() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def bench_peers(pairs_per_batch: int, repeats: int, compile: bool) -> tuple[dict[str, object], list[str]]:
+    """Patches/s of the bundle's CPU inference paths and of every peer runtime on the same batch, alternating; the
+    matrix-multiply peaks and each path's fraction of the bf16 peak."""
+    from benchmark_peers import conv_gflop_per_patch, matmul_gflops, peer_forwards
+
+    cpu = torch.device("cpu")
+    pairs = torch.rand(pairs_per_batch, 2, 50, 50, 20) + 0.5
+    patches = pairs.reshape(-1, 1, 50, 50, 20)
+    torch.manual_seed(0)
+    network = VGGRegressor3D()  # the weights paired_model() builds too
+    variants = {"infer_torch": infer_fn(paired_model(cpu, amp=True, inference=True).eval(), pairs)}
+    if compile:
+        variants["infer_torch_compiled"] = infer_fn(paired_model(cpu, True, inference=True, compile=True), pairs)
+    if openvino_installed():
+        variants["infer_openvino"] = infer_fn(paired_model(cpu, True, inference=True, backend="openvino"), pairs)
+    peers, notes = peer_forwards(network, patches)
+    times = alternate({**variants, **peers}, repeats, cpu)
+    result: dict[str, object] = {f"{name}_patches_per_s": patches.shape[0] / t for name, t in times.items()}
+    recommended = "infer_openvino" if "infer_openvino" in times else "infer_torch"
+    result["inference_backend_recommended"] = recommended.removeprefix("infer_")
+    result["infer_patches_per_s"] = result[f"{recommended}_patches_per_s"]
+    result["gflop_per_patch"] = conv_gflop_per_patch(network)
+    result["matmul_bf16_gflops"] = matmul_gflops(torch.bfloat16)
+    result["matmul_fp32_gflops"] = matmul_gflops(torch.float32)
+    for name in times:
+        result[f"{name}_fraction_of_bf16_peak"] = (
+            result[f"{name}_patches_per_s"] * result["gflop_per_patch"] / result["matmul_bf16_gflops"]
+        )
+    return result, notes
 
 
 def bench_inference_rss(n_patients: int, mc_samples: int) -> dict[str, float]:
@@ -273,6 +315,18 @@ def bench_protocol(device: torch.device) -> dict[str, float]:
         return {"protocol_wall_s": time.perf_counter() - start}
 
 
+def cpu_description() -> str:
+    """The CPU model and its bf16 / AMX flags, as ``lscpu`` reports them (for the record beside every figure)."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return platform.processor() or "unknown CPU"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    extras = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{fields.get('Model name', '?').strip()}, {os.cpu_count()} CPUs, {' '.join(extras) or 'no AVX2'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and samples (< 5 min on a 2-core CPU)")
@@ -280,6 +334,9 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--protocol", action="store_true", help="CUDA: also time the full paper protocol")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
+    parser.add_argument(
+        "--peers", action="store_true", help="CPU: also time the runtimes users could pick (bench extra), matmul peaks"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     repeats = 3 if args.quick else 7
@@ -294,10 +351,19 @@ def main() -> None:
     # first: a forked child's peak RSS counts the parent's pages at fork time, so measure while this process is small
     rss = bench_inference_rss(n_patients=8 if args.quick else 24, mc_samples=100)
     throughput = bench_throughput(device, pairs_per_batch, repeats, compile=not args.no_compile)
-    mc = bench_mc(device, 100, repeats, naive=True)
+    backend = "openvino" if args.peers and device.type == "cpu" and openvino_installed() else "torch"
+    mc = bench_mc(device, 100, repeats, naive=True, backend=backend)
+    notes: list[str] = []
+    if args.peers and device.type == "cpu":
+        peers, notes = bench_peers(pairs_per_batch, repeats, compile=not args.no_compile)
+        results |= peers
+    results["mc_backend"] = backend
     localisation = bench_localisation(repeats)
     explain = bench_explain()
     results |= throughput | mc | rss | localisation | explain
+    results["train_patches_per_s"] = throughput["train_patches_per_s_amp"]
+    if args.peers:
+        results["cpu"] = cpu_description()
     prefix = "cpu" if device.type == "cpu" else "cuda"
     results[f"{prefix}_train_speedup"] = throughput["train_speedup"]
     results[f"{prefix}_infer_speedup"] = throughput["infer_speedup"]
@@ -338,9 +404,18 @@ def main() -> None:
     if device.type == "cuda":
         rows += [("training GFLOP per patch", results["train_gflop_per_patch"]),
                  ("training TFLOP/s", results["train_tflops"]), ("MFU", results["mfu"])]  # fmt: skip
+    if args.peers and device.type == "cpu":
+        rows += [(f"{name} patches/s", results[f"{name}_patches_per_s"]) for name in
+                 sorted(k.removesuffix("_patches_per_s") for k in results if k.endswith("_patches_per_s")
+                        and k.startswith(("infer_", "peer_")) and k != "infer_patches_per_s")]  # fmt: skip
+        rows += [("GFLOP per patch (forward)", results["gflop_per_patch"]),
+                 ("matmul bf16 GFLOP/s", results["matmul_bf16_gflops"]),
+                 ("matmul fp32 GFLOP/s", results["matmul_fp32_gflops"])]  # fmt: skip
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {'n/a' if value is None else f'{value:10.2f}'}")
+    for note in notes:
+        print(note)
     if args.json:
         from bundle.io import write_json
 

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, bundle_env, workflow_configs
+from conftest import REPO, bundle_env, require_extra, workflow_configs
 from ignite.engine import Engine
 from monai.bundle import ConfigParser, run
 
@@ -224,3 +224,17 @@ def test_predict_script_prints_one_patient(trained, tiny_cohort, tmp_path):
     missing = subprocess.run([*cmd[:3], str(tmp_path / "nope.nii.gz"), *cmd[4:]], cwd=REPO, env=bundle_env(),
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith(f"error: {case['id']}: ")
+
+
+def test_openvino_backend_gives_the_torch_predictions_and_intervals(trained, tiny_cohort, tmp_path):
+    """The recommended CPU backend: features through OpenVINO, the dropout head in PyTorch, so the seeded MC masks and
+    hence the intervals are the torch path's, up to bf16 rounding of the features."""
+    require_extra("openvino", "openvino")
+    for backend in ("torch", "openvino"):
+        run_config("inference", tiny_cohort, ckpt_path=str(trained / "model.pt"), output_dir=str(tmp_path / backend),
+                   amp=True, inference_backend=backend)  # fmt: skip
+    rows = {backend: read_rows(tmp_path / backend / "predictions.csv") for backend in ("torch", "openvino")}
+    assert [r["id"] for r in rows["openvino"]] == [r["id"] for r in rows["torch"]]
+    for a, b in zip(rows["openvino"], rows["torch"], strict=True):
+        for column in ("sbr_right", "sbr_left", "low_right", "high_right", "low_left", "high_left"):
+            assert float(a[column]) == pytest.approx(float(b[column]), rel=0.02, abs=0.02), column

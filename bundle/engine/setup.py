@@ -73,7 +73,13 @@ def cuda_amp_dtype() -> torch.dtype:
 
 
 def prepare_network(
-    network: nn.Module, device: torch.device | str, amp: bool = False, inference: bool = False, compile: bool = False
+    network: nn.Module,
+    device: torch.device | str,
+    amp: bool = False,
+    inference: bool = False,
+    compile: bool = False,
+    backend: str = "torch",
+    patch_size: Sequence[int] | None = None,
 ) -> nn.Module:
     """Move ``network`` to ``device``; with ``amp`` also to channels_last_3d memory format (fast bf16 3D convs).
 
@@ -85,7 +91,19 @@ def prepare_network(
     deterministic and the fast MC paths share) is compiled by ``torch.compile`` with inductor's weight freezing
     (weights folded in as constants, conv + ReLU fused): faster per batch, at a one-off compile cost per batch
     shape (see docs/performance.md). Training compiles through the trainer's own ``compile`` option instead.
+
+    With ``inference`` and ``backend="openvino"`` (CPU only), the features run through OpenVINO instead
+    (:mod:`bundle.engine.openvino_backend`, bf16 where the CPU supports it; ``patch_size`` gives the input shape);
+    ``amp`` and ``compile`` then do not apply to them.
     """
+    if backend not in ("torch", "openvino"):
+        raise ValueError(f"inference_backend must be 'torch' or 'openvino', got {backend!r}")
+    if backend == "openvino" and inference:
+        if torch.device(device).type != "cpu":
+            raise ValueError("inference_backend 'openvino' runs on the CPU; use 'torch' on a GPU")
+        from bundle.engine.openvino_backend import openvino_features
+
+        return openvino_features(network.to("cpu"), patch_size or getattr(network, "patch_size"))
     network = network.to(device)
     if amp:
         network = network.to(memory_format=torch.channels_last_3d)
