@@ -238,3 +238,7 @@ def test_openvino_backend_gives_the_torch_predictions_and_intervals(trained, tin
     for a, b in zip(rows["openvino"], rows["torch"], strict=True):
         for column in ("sbr_right", "sbr_left", "low_right", "high_right", "low_left", "high_left"):
             assert float(a[column]) == pytest.approx(float(b[column]), rel=0.02, abs=0.02), column
+    with pytest.raises(RuntimeError) as failure:  # the override reaches prepare_network
+        run_config("inference", tiny_cohort, ckpt_path=str(trained / "model.pt"), output_dir=str(tmp_path / "x"),
+                   inference_backend="tensorrt")  # fmt: skip
+    assert "inference_backend must be 'torch' or 'openvino'" in str(failure.value.__cause__)

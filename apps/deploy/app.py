@@ -5,7 +5,9 @@ Run it with the SDK's arguments (``-i`` DICOM folder, ``-o`` output folder, ``-m
     python -m apps.deploy -i dicom/ -o output/ -m models/
 
 ``NIGRAL_SBR_RULES`` (a JSON file of series selection rules), ``NIGRAL_SBR_CENTROIDS`` (a JSON side file with
-``centroid_right``, ``centroid_left`` and ``centroid_space``) and ``NIGRAL_SBR_MC_SAMPLES`` change the defaults.
+``centroid_right``, ``centroid_left`` and ``centroid_space``), ``NIGRAL_SBR_MC_SAMPLES`` and ``NIGRAL_SBR_BACKEND``
+(``torch`` or ``openvino``, the inference config's ``inference_backend``; OpenVINO must be installed in the app's
+environment) change the defaults.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class NigralSBRApp(Application):
             self, output_folder=output, models=models,
             centroids=json.loads(Path(centroids).read_text()) if centroids else None,
             mc_samples=int(os.environ.get("NIGRAL_SBR_MC_SAMPLES", "100")), name="sbr_inference",
+            overrides={"inference_backend": os.environ.get("NIGRAL_SBR_BACKEND", "torch")},
         )  # fmt: skip
         writer = SBRReportWriterOperator(self, output_folder=output, name="sbr_report_writer")
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
