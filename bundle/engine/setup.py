@@ -103,7 +103,7 @@ def prepare_network(
             raise ValueError("inference_backend 'openvino' runs on the CPU; use 'torch' on a GPU")
         from bundle.engine.openvino_backend import openvino_features
 
-        return openvino_features(network.to("cpu"), patch_size or getattr(network, "patch_size"))
+        return openvino_features(network.to("cpu"), patch_size or network.patch_size)
     network = network.to(device)
     if amp:
         network = network.to(memory_format=torch.channels_last_3d)
