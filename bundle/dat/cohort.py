@@ -17,13 +17,15 @@ import tempfile
 
 import nibabel as nib
 import numpy as np
+from monai.data import load_decathlon_datalist, partition_dataset
 from tqdm import tqdm
 
 from bundle.constants import ABNORMAL_SBR
 from bundle.dat.phantom import GROUPS, PATTERNS, PET, SPECT, simulate_dat
-from bundle.dat.template import AFFINE
-from bundle.data.cohort import DEFAULT_SPLIT, NOTICE, SECTIONS, _install, _read_params, _split_sizes
+from bundle.dat.template import AFFINE, SHAPE
+from bundle.data.cohort import DEFAULT_SPLIT, NOTICE, SECTIONS, _install, _read_params, _split_sizes, patient_ids
 from bundle.data.phantom import sample_labels
+from bundle.io import write_csv
 
 __all__ = [
     "DAT_VERSION",
@@ -76,7 +78,7 @@ def generate_dat_cohort(
     order = np.random.default_rng(split_seq).permutation(n_patients)
     dat_seq = np.random.SeedSequence([seed, MODALITIES.index(modality) + 1])
     group_rng = np.random.default_rng(dat_seq.spawn(1)[0])
-    ids = [f"P{i + 1:0{max(4, len(str(n_patients)))}d}" for i in range(n_patients)]
+    ids = patient_ids(n_patients)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
@@ -125,8 +127,6 @@ def ensure_dat_cohort(out_dir: str | os.PathLike, modality: str = "spect", n_pat
 def fold_cases(datalist: str, section: str, folds: int = 0, fold: int = 0, base_dir: str | None = None) -> list[dict]:
     """The ``section`` ("training" or "validation") of a datalist; with ``folds`` >= 2, k-fold cross-validation
     instead: training and validation pooled and split into ``folds`` parts (seeded), part ``fold`` validating."""
-    from monai.data import load_decathlon_datalist, partition_dataset
-
     if folds < 2:
         return load_decathlon_datalist(datalist, True, section, base_dir=base_dir)
     if not 0 <= fold < folds:
@@ -141,11 +141,6 @@ def checked_cases(datalist: str, section: str, base_dir: str | None = None,
                   output_dir: str | None = None) -> list[dict]:  # fmt: skip
     """The cases of a datalist section whose image is a readable NIfTI on the template grid. Every other case is
     logged as one line naming it and the problem, and listed in ``<output_dir>/errors.csv``; the rest go on."""
-    from monai.data import load_decathlon_datalist
-
-    from bundle.dat.template import SHAPE
-    from bundle.io import write_csv
-
     good, errors = [], []
     for case in load_decathlon_datalist(datalist, True, section, base_dir=base_dir):
         case_id = str(case.get("id", case.get("image")))

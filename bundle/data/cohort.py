@@ -57,6 +57,7 @@ __all__ = [
     "render_subject",
     "sample_labels",
     "simulate_subject",
+    "patient_ids",
     "structure_masks",
 ]
 
@@ -75,6 +76,11 @@ COHORT_NAME = "cohort.json"
 SECTIONS = ("training", "validation", "test")
 DEFAULT_SPLIT = (0.70, 0.15, 0.15)
 NOTICE = "Synthetic data for software testing and demonstration only; not real patients. Research use only."
+
+
+def patient_ids(n_patients: int) -> list[str]:
+    """The ids of a cohort of ``n_patients``: P0001, P0002, ... (more digits when needed)."""
+    return [f"P{i + 1:0{max(4, len(str(n_patients)))}d}" for i in range(n_patients)]
 
 
 def generate_cohort(
@@ -109,7 +115,7 @@ def generate_cohort(
     label_seq, split_seq, image_seq = np.random.SeedSequence(seed).spawn(3)
     labels = sample_labels(n_patients, np.random.default_rng(label_seq))
     order = np.random.default_rng(split_seq).permutation(n_patients)
-    ids = [f"P{i + 1:0{max(4, len(str(n_patients)))}d}" for i in range(n_patients)]
+    ids = patient_ids(n_patients)
     sbr = [(float(r), float(s)) for r, s in zip(labels["sbr_right"], labels["sbr_left"], strict=True)]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -196,7 +202,7 @@ def structure_masks(out_dir: str | os.PathLike, patient_id: str) -> tuple[dict[s
     cohort in ``out_dir``, rendered again from the seed its ``cohort.json`` records (the volume is bit-identical)."""
     meta = json.loads((pathlib.Path(out_dir) / "cohort.json").read_text())
     n_patients, field = int(meta["n_patients"]), str(meta.get("field", "slab"))
-    ids = [f"P{i + 1:0{max(4, len(str(n_patients)))}d}" for i in range(n_patients)]
+    ids = patient_ids(n_patients)
     if patient_id not in ids:
         raise ValueError(f"{patient_id}: not a patient of the cohort in {out_dir}")
     index = ids.index(patient_id)
