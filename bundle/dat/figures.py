@@ -8,15 +8,10 @@ from collections.abc import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
+from bundle.explain.figures import PLANES, plane
 from bundle.io import atomic_open
 
 __all__ = ["template_panel"]
-
-PLANES = (("axial", 2), ("coronal", 1), ("sagittal", 0))
-
-
-def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    return np.take(volume, index, axis=axis).T
 
 
 def template_panel(background: np.ndarray, maps: Mapping[str, np.ndarray], centre: tuple[int, int, int], title: str,
@@ -31,17 +26,17 @@ def template_panel(background: np.ndarray, maps: Mapping[str, np.ndarray], centr
         signed = float(volume.min()) < 0
         limit = float(np.abs(volume).max()) or 1.0
         shown = None
-        for column, (plane, axis) in enumerate(PLANES):
+        for column, (plane_name, axis) in enumerate(PLANES):
             ax = axes[row, column]
-            ax.imshow(_plane(background, axis, centre[axis]), cmap="gray", origin="lower")
-            shown = ax.imshow(_plane(volume, axis, centre[axis]), cmap="RdBu_r" if signed else "inferno",
+            ax.imshow(plane(background, axis, centre[axis]), cmap="gray", origin="lower")
+            shown = ax.imshow(plane(volume, axis, centre[axis]), cmap="RdBu_r" if signed else "inferno",
                               vmin=-limit if signed else 0.0, vmax=limit, alpha=0.6, origin="lower")  # fmt: skip
             if contour is not None:
-                ax.contour(_plane(contour.astype(float), axis, centre[axis]), levels=[0.5], colors="lime",
+                ax.contour(plane(contour.astype(float), axis, centre[axis]), levels=[0.5], colors="lime",
                            linewidths=0.8)  # fmt: skip
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{name}: {plane}", fontsize=9)
+            ax.set_title(f"{name}: {plane_name}", fontsize=9)
         fig.colorbar(shown, ax=axes[row, :].tolist(), shrink=0.85, pad=0.01)
     fig.suptitle(title, fontsize=10)
     with atomic_open(path, "wb") as handle:

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from bundle.constants import TARGET_SPACING
 from bundle.io import atomic_open
 
-__all__ = ["explanation_panel"]
+__all__ = ["PLANES", "plane", "explanation_panel"]
 
 PLANES = (("axial", 2), ("coronal", 1), ("sagittal", 0))
 """Plane name and the array axis it cuts (RAS order: x toward the subject's right, y anterior, z superior)."""
@@ -23,8 +23,10 @@ def _aspect(axis: int) -> float:
     return TARGET_SPACING[shown[1]] / TARGET_SPACING[shown[0]]
 
 
-def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    return np.take(volume, index, axis=axis).T  # rows: the second remaining axis, shown with origin lower
+def plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """The slice ``index`` across ``axis`` of a RAS-ordered volume, transposed for ``imshow(origin="lower")``: rows
+    are the second remaining axis."""
+    return np.take(volume, index, axis=axis).T
 
 
 def explanation_panel(
@@ -45,17 +47,17 @@ def explanation_panel(
         signed = any(float(maps[method][side].min()) < 0 for side in patches)
         shown = None
         for s, side in enumerate(("right", "left")):
-            for p, (plane, axis) in enumerate(PLANES):
+            for p, (plane_name, axis) in enumerate(PLANES):
                 ax = axes[row, 3 * s + p]
-                ax.imshow(_plane(patches[side], axis, centre[axis]), cmap="gray", origin="lower", aspect=_aspect(axis))
+                ax.imshow(plane(patches[side], axis, centre[axis]), cmap="gray", origin="lower", aspect=_aspect(axis))
                 shown = ax.imshow(
-                    _plane(maps[method][side], axis, centre[axis]), cmap="RdBu_r" if signed else "inferno",
+                    plane(maps[method][side], axis, centre[axis]), cmap="RdBu_r" if signed else "inferno",
                     vmin=-limit if signed else 0.0, vmax=limit, alpha=0.55, origin="lower", aspect=_aspect(axis),
                 )  # fmt: skip
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if row == 0:
-                    ax.set_title(f"{side} {plane}", fontsize=9)
+                    ax.set_title(f"{side} {plane_name}", fontsize=9)
                 if s == 0 and p == 0:
                     ax.set_ylabel(method, fontsize=10)
         fig.colorbar(shown, ax=axes[row, :].tolist(), shrink=0.85, pad=0.01)
