@@ -89,17 +89,17 @@ def simulate_dat(
 ) -> np.ndarray:
     """One volume [*template.SHAPE] in counts (float32) for per-side striatal SBRs ``{"right": .., "left": ..}``."""
     masks = region_masks()
+    parts = {side: striatal_binding(sbr[side], pattern) for side in ("right", "left")}
     base = np.where(masks["brain"], 1.0, OUTSIDE_BRAIN)
     for side in ("right", "left"):
-        putamen = np.mean([striatal_binding(sbr[side], pattern)[p] for p in ("putamen_anterior", "putamen_posterior")])
+        putamen = np.mean([parts[side][p] for p in ("putamen_anterior", "putamen_posterior")])
         base = base + masks[f"insula_{side}"] * 0.08 * putamen
         base = base + masks[f"thalamus_{side}"] * 0.35 * pattern.thalamus * min(1.0, 0.5 + sbr[side] / HEALTHY_SBR)
     base = base + masks["midbrain"] * 0.5 * pattern.midbrain
     blurred_base = _blur(base, scanner)
     specific = {}
     for side in ("right", "left"):
-        parts = striatal_binding(sbr[side], pattern)
-        specific[side] = _blur(sum(masks[f"{p}_{side}"] * parts[p] for p in STRIATAL), scanner)
+        specific[side] = _blur(sum(masks[f"{p}_{side}"] * parts[side][p] for p in STRIATAL), scanner)
     # measured SBR of each side is linear in the two sides' scale factors: solve the 2 x 2 system exactly
     occipital = masks["occipital"]
     matrix, rhs = np.zeros((2, 2)), np.zeros(2)

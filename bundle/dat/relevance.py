@@ -98,9 +98,9 @@ def heat_map(maps: CaseMaps, positive: int = 1, correct_only: bool = True) -> tu
 
 def _seen(setting: str) -> np.ndarray:
     """Brain voxels the network of a setting sees (the flat rule also hands relevance to blanked-out voxels)."""
-    box = np.zeros_like(region_masks()["brain"])
-    box[striatal_box()] = True
     brain = region_masks()["brain"]
+    box = np.zeros_like(brain)
+    box[striatal_box()] = True
     return brain & {"striatum": box, "without_striatum": ~box}.get(setting, np.ones_like(box))
 
 
@@ -113,7 +113,8 @@ def _threshold_region(setting: str) -> np.ndarray:
 def cluster_overlap(cluster: np.ndarray, regions: Sequence[str]) -> dict[str, dict[str, float]]:
     """Per region: Dice with the cluster, the share of the cluster inside it and the enrichment (that share divided
     by the region's share of the brain)."""
-    masks, brain = region_masks(), region_masks()["brain"]
+    masks = region_masks()
+    brain = masks["brain"]
     result = {}
     for name in regions:
         region = masks[name]
