@@ -26,7 +26,6 @@ PATCH = (50, 50, 20)
 def conv_gflop_per_patch(network: VGGRegressor3D) -> float:
     """Forward GFLOP of one patch (2 x multiply-adds of every convolution and the linear head)."""
     flops = 0.0
-    hooks = []
 
     def count(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         nonlocal flops

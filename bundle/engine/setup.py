@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from bundle.engine.openvino_backend import BACKENDS, openvino_features
+
 __all__ = [
     "flag",
     "on_terminal",
@@ -96,13 +98,11 @@ def prepare_network(
     (:mod:`bundle.engine.openvino_backend`, bf16 where the CPU supports it; ``patch_size`` gives the input shape);
     ``amp`` and ``compile`` then do not apply to them.
     """
-    if backend not in ("torch", "openvino"):
+    if backend not in BACKENDS:
         raise ValueError(f"inference_backend must be 'torch' or 'openvino', got {backend!r}")
     if backend == "openvino" and inference:
         if torch.device(device).type != "cpu":
             raise ValueError("inference_backend 'openvino' runs on the CPU; use 'torch' on a GPU")
-        from bundle.engine.openvino_backend import openvino_features
-
         return openvino_features(network.to("cpu"), patch_size or network.patch_size)
     network = network.to(device)
     if amp:
