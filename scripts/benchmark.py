@@ -17,6 +17,7 @@ their one-off compile times, so that each device's default can be chosen by meas
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bundle.engine.memory import reuse_heap_memory  # noqa: E402
 from bundle.engine.setup import autocast_dtype, cuda_amp_dtype, prepare_network  # noqa: E402
 from bundle.method.losses import SymmetricRegressionLoss  # noqa: E402
 from bundle.method.networks import SymmetricRegressor, VGGRegressor3D  # noqa: E402
@@ -164,6 +166,47 @@ def bench_mc(
     return result
 
 
+def train_step_child(mode: str, pairs_per_batch: int, repeats: int) -> None:
+    """In a fresh process (glibc malloc settings are process-wide): print the amp training step's patches/s and
+    minor page faults per step, with (``mode="reuse"``) or without the bundle's heap reuse."""
+    import resource
+
+    if mode == "reuse":
+        reuse_heap_memory("cpu")
+    device = torch.device("cpu")
+    pairs = torch.rand(pairs_per_batch, 2, 50, 50, 20) + 0.5
+    step = train_step_fn(paired_model(device, amp=True), pairs, torch.rand(pairs_per_batch, 2))
+    for _ in range(2):
+        step()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    seconds = (time.perf_counter() - start) / repeats
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / repeats
+    print(json.dumps({"patches_per_s": 2 * pairs_per_batch / seconds, "faults_per_step": faults}))
+
+
+def bench_heap_reuse(pairs_per_batch: int, repeats: int) -> dict[str, float]:
+    """CPU training patches/s and page faults per step without and with ``bundle.engine.memory`` heap reuse
+    (each in its own process, run twice in turn A, B, A, B; the better run of each counts)."""
+    runs: dict[str, list[dict[str, float]]] = {"no_heap_reuse": [], "heap_reuse": []}
+    for _ in range(2):
+        for name, mode in (("no_heap_reuse", "default"), ("heap_reuse", "reuse")):
+            cmd = [sys.executable, __file__, "--train-step-child", mode, "--repeats", str(repeats)]
+            out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+    result: dict[str, float] = {}
+    for name, values in runs.items():
+        best = max(values, key=lambda run: run["patches_per_s"])
+        result[f"train_patches_per_s_amp_{name}"] = best["patches_per_s"]
+        result[f"train_faults_per_step_{name}"] = best["faults_per_step"]
+    result["heap_reuse_train_speedup"] = (
+        result["train_patches_per_s_amp_heap_reuse"] / result["train_patches_per_s_amp_no_heap_reuse"]
+    )
+    return result
+
+
 def openvino_installed() -> bool:
     try:
         import openvino  # noqa: F401
@@ -203,8 +246,8 @@ def bench_peers(pairs_per_batch: int, repeats: int, compile: bool) -> tuple[dict
     return result, notes
 
 
-def bench_inference_rss(n_patients: int, mc_samples: int) -> dict[str, float]:
-    """Peak resident memory of a real ``configs/inference.json`` run (Table-1 network, random weights)."""
+def bench_inference_rss(n_patients: int, mc_samples: int, backends: Sequence[str]) -> dict[str, float]:
+    """Peak resident memory of a real ``configs/inference.json`` run per backend (Table-1 network, random weights)."""
     from bundle.data.cohort import generate_cohort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,13 +259,18 @@ def bench_inference_rss(n_patients: int, mc_samples: int) -> dict[str, float]:
             "--dataset_dir", str(cohort.parent), "--ckpt_path", str(ckpt), "--output_dir", str(Path(tmp) / "out"),
             "--mc_samples", str(mc_samples), "--reports", "false", "--section", "training",
         ]  # fmt: skip
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)  # the rusage of this child alone
-        wall = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"inference failed: {proc.stderr.read().decode()[-2000:]}")
-    return {"infer_peak_rss_mb": usage.ru_maxrss / 1024, "infer_run_s": wall, "infer_run_cases": n_patients}
+        result: dict[str, float] = {"infer_run_cases": n_patients}
+        for backend in backends:
+            suffix = "" if backend == "torch" else f"_{backend}"
+            start = time.perf_counter()
+            proc = subprocess.Popen([*cmd, "--inference_backend", backend], cwd=REPO, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)  # fmt: skip
+            _, status, usage = os.wait4(proc.pid, 0)  # the rusage of this child alone
+            result[f"infer_run_s{suffix}"] = time.perf_counter() - start
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(f"inference ({backend}) failed: {proc.stderr.read().decode()[-2000:]}")
+            result[f"infer_peak_rss_mb{suffix}"] = usage.ru_maxrss / 1024
+    return result
 
 
 def bench_localisation(repeats: int) -> dict[str, float]:
@@ -337,10 +385,15 @@ def main() -> None:
     parser.add_argument(
         "--peers", action="store_true", help="CPU: also time the runtimes users could pick (bench extra), matmul peaks"
     )
+    parser.add_argument("--train-step-child", choices=["default", "reuse"], help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
-    repeats = 3 if args.quick else 7
     pairs_per_batch = 8  # configs/train.json's batch size (pairs): 16 patches per step
+    if args.train_step_child:
+        train_step_child(args.train_step_child, pairs_per_batch, args.repeats)
+        return
+    repeats = 3 if args.quick else 7
 
     results: dict[str, object] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -349,7 +402,10 @@ def main() -> None:
     }  # fmt: skip
     print(f"benchmarking on {results['device']} ({results['threads']} threads), Table-1 network ...", flush=True)
     # first: a forked child's peak RSS counts the parent's pages at fork time, so measure while this process is small
-    rss = bench_inference_rss(n_patients=8 if args.quick else 24, mc_samples=100)
+    rss_backends = ["torch", "openvino"] if device.type == "cpu" and openvino_installed() else ["torch"]
+    rss = bench_inference_rss(n_patients=55, mc_samples=100, backends=rss_backends)  # the demo test split's size
+    heap = bench_heap_reuse(pairs_per_batch, repeats) if device.type == "cpu" else {}
+    results["heap_reuse"] = reuse_heap_memory(device)  # as the bundle's workflows do
     throughput = bench_throughput(device, pairs_per_batch, repeats, compile=not args.no_compile)
     backend = "openvino" if args.peers and device.type == "cpu" and openvino_installed() else "torch"
     mc = bench_mc(device, 100, repeats, naive=True, backend=backend)
@@ -360,8 +416,12 @@ def main() -> None:
     results["mc_backend"] = backend
     localisation = bench_localisation(repeats)
     explain = bench_explain()
-    results |= throughput | mc | rss | localisation | explain
+    results |= throughput | mc | rss | localisation | explain | heap
     results["train_patches_per_s"] = throughput["train_patches_per_s_amp"]
+    if "matmul_bf16_gflops" in results:  # a training step counted as 3 x the forward FLOPs
+        results["train_fraction_of_bf16_peak"] = (
+            3 * results["train_patches_per_s"] * results["gflop_per_patch"] / results["matmul_bf16_gflops"]
+        )
     if args.peers:
         results["cpu"] = cpu_description()
     prefix = "cpu" if device.type == "cpu" else "cuda"
@@ -397,7 +457,18 @@ def main() -> None:
         ("symmetric MC n=100 per pair (fast), ms", mc["mc_fast_pair_ms"]),
         ("symmetric MC n=100 per pair (naive), ms", mc["mc_naive_pair_ms"]),
         ("MC n=100 / deterministic", mc["mc100_over_det"]),
-        ("inference peak RSS, MB", rss["infer_peak_rss_mb"]),
+        ("inference peak RSS (55 patients, MC n=100), MB", rss["infer_peak_rss_mb"]),
+        *((f"  same, {b} backend, MB", rss[f"infer_peak_rss_mb_{b}"]) for b in rss_backends if b != "torch"),
+        *(
+            (f"training patches/s, amp, {k.removeprefix('train_patches_per_s_amp_')}", v)
+            for k, v in heap.items()
+            if k.startswith("train_patches_per_s_amp_")
+        ),
+        *(
+            (f"training page faults per step, {k.removeprefix('train_faults_per_step_')}", v)
+            for k, v in heap.items()
+            if k.startswith("train_faults_per_step_")
+        ),
         ("localisation of one wide-field volume, s", localisation["localise_s_per_volume"]),
         ("explain 10 cases (3 methods, demo width), s", explain["explain_s_per_10_cases"]),
     ]
