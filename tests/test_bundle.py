@@ -240,3 +240,18 @@ def test_training_command_writes_a_loadable_best_checkpoint(tmp_path, tiny_cohor
     assert {"val_mae", "val_r_right", "loss_reg", "loss_sym", "beyond_margin", "train_loss"} <= set(tags["scalars"])
     assert [s.step for s in events.Scalars("val_mae")] == [1, 2]
     assert len(tags["images"]) == 2  # the (mirrored right, left) patch pair
+
+
+@pytest.mark.parametrize("overlay", ["demo.json", "quick_start.json"])
+def test_training_overlays_only_change_ids_train_json_defines(overlay):
+    """A typo in an overlay would add an id nothing reads and silently train the paper's protocol instead."""
+    train = ConfigParser()
+    train.read_config(str(REPO / "configs" / "train.json"))
+    changes = json.loads((REPO / "configs" / overlay).read_text())
+    assert changes
+    unknown = [key for key in changes if key not in train]
+    assert not unknown, f"{overlay} sets ids train.json does not define: {unknown}"
+    composed = ConfigParser()
+    composed.read_config([str(REPO / "configs" / "train.json"), str(REPO / "configs" / overlay)])
+    for key, value in changes.items():
+        assert composed[key] == value
