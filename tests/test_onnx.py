@@ -120,14 +120,17 @@ def test_mc_is_refused_with_the_documented_message(tiny_model, tmp_path):
 
 
 class Samples(nn.Module):
-    """``mc_forward`` with 20 samples as a graph: [B, 2, *patch] -> [B, 20, 2]."""
+    """20 MC-dropout samples as an ONNX graph can hold them: the features once, then 20 heads with
+    ``F.dropout(training=True)`` (exported as ``Dropout(training_mode=True)``): [B, 2, *patch] -> [B, 20, 2]."""
 
     def __init__(self, paired: SymmetricRegressor) -> None:
         super().__init__()
-        self.paired = paired
+        self.regressor = paired.regressor
 
     def forward(self, pair: torch.Tensor) -> torch.Tensor:
-        return self.paired.mc_forward(pair, 20)
+        features = self.regressor.features(pair.reshape(pair.shape[0] * 2, 1, *pair.shape[2:]))
+        heads = [self.regressor.head(features, sample=True).reshape(-1, 2) for _ in range(20)]
+        return torch.stack(heads, dim=1)
 
 
 def test_why_mc_is_refused_onnxruntime_drops_or_misseeds_dropout(tiny_model):
