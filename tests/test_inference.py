@@ -138,6 +138,8 @@ def test_prediction_writer_by_hand(tmp_path):
     assert float(row["low_left"]) == pytest.approx((0.4 - 1.0 * sigma_sym_l) * 6.84, abs=1e-4)
     assert row["abnormal_right"] == "1" and row["abnormal_left"] == "1"  # 2.736 < 3.401, 3.345
     assert read_rows(tmp_path / "errors.csv") == [{"id": "X", "error": "X: bad"}]
+    # the kept samples own their memory: views would keep each batch's tensors alive and the heap would grow per batch
+    assert writer.samples and all(kept.flags.owndata for kept in writer.samples)
     assert GAUSSIAN_95 == pytest.approx(1.96, abs=1e-3)
 
 

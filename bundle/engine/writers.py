@@ -108,6 +108,9 @@ class MCCollector:
         self.sources: list[str] = []
 
     def collect(self, engine: Engine) -> None:
+        """Keep this batch's cases as numpy arrays that own their memory: a view of a batch tensor would keep the
+        tensor's storage alive amid the next batches' freed blocks, and the process heap would grow by megabytes
+        per batch of MC samples (docs/performance.md, peak RSS)."""
         batch, output = engine.state.batch, engine.state.output
         pred = output["pred"].detach().double().cpu().numpy()  # [B, n, 2]
         labels = output.get("label")
@@ -115,11 +118,11 @@ class MCCollector:
         for i, case_id in enumerate(batch["id"]):
             self.ids.append(str(case_id))
             self.sources.append(str(sources[i]))
-            self.samples.append(pred[i])
-            truth = None if labels is None else labels[i].detach().double().cpu().numpy()
+            self.samples.append(pred[i].copy())
+            truth = None if labels is None else labels[i].detach().double().cpu().numpy().copy()
             self.truths.append(None if truth is None or not np.isfinite(truth).all() else truth)
             if self.keep_images:
-                self.images.append(batch["image"][i].float().cpu().numpy())
+                self.images.append(batch["image"][i].float().cpu().numpy().copy())
 
     def sample_array(self) -> np.ndarray:
         """All samples as [n_samples, n_patients, 2] (SBR units)."""
