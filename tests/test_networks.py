@@ -178,6 +178,24 @@ def test_table1_network_bf16_within_1_percent_of_fp32():
     assert inference.fc.weight.dtype == torch.float32
 
 
+def test_cpu_float32_network_uses_channels_last_and_gives_the_same_outputs():
+    """Without amp on a CPU the convolutions still get the channels_last_3d layout (oneDNN's faster one); only the
+    layout changes, so forward outputs and gradients equal the contiguous network's to float32 rounding."""
+    torch.manual_seed(0)
+    regressor = VGGRegressor3D(channels=(4, 8, 8, 8)).eval()  # dropout off; gradients still flow
+    nn.init.normal_(regressor.fc.weight, 0.0, 1.0)
+    prepared = prepare_network(copy.deepcopy(regressor), "cpu", amp=False)
+    second = [next(m for m in net.modules() if isinstance(m, nn.Conv3d) and m.in_channels > 1).weight
+              for net in (regressor, prepared)]  # fmt: skip
+    assert second[1].is_contiguous(memory_format=torch.channels_last_3d)
+    assert not second[0].is_contiguous(memory_format=torch.channels_last_3d)
+    pair = torch.rand(2, 2, 50, 50, 20) + 0.5
+    outputs = [SymmetricRegressor(net)(pair) for net in (regressor, prepared)]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)
+    grads = [torch.autograd.grad(out.sum(), weight)[0] for out, weight in zip(outputs, second, strict=True)]
+    assert (grads[1] - grads[0]).abs().max() <= 1e-4 * grads[0].abs().max()  # summed over 100 000 voxels
+
+
 def test_compiled_inference_network_matches_eager():
     """``compile`` (frozen-weight torch.compile of the features) gives eager's predictions and MC samples."""
     torch.manual_seed(0)
