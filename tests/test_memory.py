@@ -15,16 +15,18 @@ applied = reuse_heap_memory("cpu") if sys.argv[1] == "reuse" else False
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(8, 1, 3, padding=1))
 x = torch.rand(4, 1, 64, 64, 64)  # 32 MB activations per layer, above glibc's largest mmap threshold
-for step in range(5):
+faults = []
+for step in range(10):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     net(x).mean().backward()
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(applied, faults)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, sorted(faults[2:])[4])  # the median step after two warm-up steps
 """
 
 
 def steady_state_faults(mode: str) -> tuple[bool, int]:
-    """Whether the setting was applied, and the minor page faults of the 5th training step."""
+    """Whether the setting was applied, and the minor page faults of a steady-state training step (the median of
+    steps 3-10: now and then a step still grows the heap by one activation, when the freed blocks do not fit)."""
     out = subprocess.run([sys.executable, "-c", STEADY_STATE_FAULTS, mode], capture_output=True, text=True,
                          check=True).stdout.split()  # fmt: skip
     return out[0] == "True", int(out[1])
