@@ -185,14 +185,14 @@ def test_cpu_float32_network_uses_channels_last_and_gives_the_same_outputs():
     regressor = VGGRegressor3D(channels=(4, 8, 8, 8)).eval()  # dropout off; gradients still flow
     nn.init.normal_(regressor.fc.weight, 0.0, 1.0)
     prepared = prepare_network(copy.deepcopy(regressor), "cpu", amp=False)
-    second = [next(m for m in net.modules() if isinstance(m, nn.Conv3d) and m.in_channels > 1).weight
+    conv_weights = [next(m for m in net.modules() if isinstance(m, nn.Conv3d) and m.in_channels > 1).weight
               for net in (regressor, prepared)]  # fmt: skip
-    assert second[1].is_contiguous(memory_format=torch.channels_last_3d)
-    assert not second[0].is_contiguous(memory_format=torch.channels_last_3d)
+    assert conv_weights[1].is_contiguous(memory_format=torch.channels_last_3d)
+    assert not conv_weights[0].is_contiguous(memory_format=torch.channels_last_3d)
     pair = torch.rand(2, 2, 50, 50, 20) + 0.5
     outputs = [SymmetricRegressor(net)(pair) for net in (regressor, prepared)]
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)
-    grads = [torch.autograd.grad(out.sum(), weight)[0] for out, weight in zip(outputs, second, strict=True)]
+    grads = [torch.autograd.grad(out.sum(), weight)[0] for out, weight in zip(outputs, conv_weights, strict=True)]
     assert (grads[1] - grads[0]).abs().max() <= 1e-4 * grads[0].abs().max()  # summed over 100 000 voxels
 
 

@@ -128,7 +128,7 @@ class Samples(nn.Module):
         self.regressor = paired.regressor
 
     def forward(self, pair: torch.Tensor) -> torch.Tensor:
-        features = self.regressor.features(pair.reshape(pair.shape[0] * 2, 1, *pair.shape[2:]))
+        features = self.regressor.features(SymmetricRegressor._patches(pair))
         heads = [self.regressor.head(features, sample=True).reshape(-1, 2) for _ in range(20)]
         return torch.stack(heads, dim=1)
 

@@ -107,8 +107,8 @@ def prepare_network(
             raise ValueError("inference_backend 'openvino' runs on the CPU; use 'torch' on a GPU")
         return openvino_features(network.to("cpu"), patch_size or network.patch_size)
     network = network.to(device)
-    on_cpu = torch.device(device).type == "cpu" and not isinstance(network, torch.jit.ScriptModule)
-    if amp or on_cpu:
+    eager_on_cpu = torch.device(device).type == "cpu" and not isinstance(network, torch.jit.ScriptModule)
+    if amp or eager_on_cpu:
         network = network.to(memory_format=torch.channels_last_3d)
         if inference and autocast_dtype(amp, device) == torch.bfloat16:
             for module in network.modules():
