@@ -46,8 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bundle.constants import SIDES  # noqa: E402
-from bundle.engine.experiments import (  # noqa: E402
+from experiments import (  # noqa: E402
     BundleRunner,
     add_common_arguments,
     common_settings,
@@ -55,6 +54,8 @@ from bundle.engine.experiments import (  # noqa: E402
     hardware,
     thread_env,
 )
+
+from bundle.constants import SIDES  # noqa: E402
 from bundle.evaluation.predictions import (  # noqa: E402
     EvaluationData,
     load_truths,

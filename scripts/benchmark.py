@@ -35,10 +35,10 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bundle.engine.memory import reuse_heap_memory  # noqa: E402
-from bundle.engine.setup import autocast_dtype, cuda_amp_dtype, prepare_network  # noqa: E402
 from bundle.method.losses import SymmetricRegressionLoss  # noqa: E402
 from bundle.method.networks import SymmetricRegressor, VGGRegressor3D  # noqa: E402
+from bundle.workflows.memory import reuse_heap_memory  # noqa: E402
+from bundle.workflows.setup import autocast_dtype, cuda_amp_dtype, prepare_network  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 """Dense bf16 tensor-core peaks (TFLOP/s) used for MFU; unknown GPUs report no MFU."""
@@ -198,7 +198,7 @@ def train_step_child(mode: str, pairs_per_batch: int, repeats: int) -> None:
 
 
 def bench_heap_reuse(pairs_per_batch: int, repeats: int) -> dict[str, float]:
-    """CPU training patches/s and page faults per step without and with ``bundle.engine.memory`` heap reuse
+    """CPU training patches/s and page faults per step without and with ``bundle.workflows.memory`` heap reuse
     (each in its own process, run twice in turn A, B, A, B; the better run of each counts)."""
     runs: dict[str, list[dict[str, float]]] = {"no_heap_reuse": [], "heap_reuse": []}
     for _ in range(2):
@@ -258,7 +258,7 @@ def bench_peers(pairs_per_batch: int, repeats: int, compile: bool) -> tuple[dict
 
 def bench_inference_rss(n_patients: int, mc_samples: int, backends: Sequence[str]) -> dict[str, float]:
     """Peak resident memory of a real ``configs/inference.json`` run per backend (Table-1 network, random weights)."""
-    from bundle.data.cohort import generate_cohort
+    from bundle.synthetic.smwi_cohort import generate_cohort
 
     with tempfile.TemporaryDirectory() as tmp:
         cohort = generate_cohort(Path(tmp) / "cohort", n_patients=n_patients, seed=5, num_workers=1, progress=False)
@@ -299,10 +299,11 @@ def bench_localisation(repeats: int) -> dict[str, float]:
     import nibabel as nib
     from monai.transforms import Compose
 
-    from bundle.data.landmarks import localiser_loading
-    from bundle.data.phantom import WIDE_FIELD, simulate_subject
-    from bundle.engine.localisation import locate, sliding_window
-    from bundle.method.landmarks import NigrosomeLocaliser, mirror_averaged
+    from bundle.localiser.centroids import localiser_loading
+    from bundle.localiser.model import NigrosomeLocaliser, mirror_averaged
+    from bundle.localiser.pipeline import locate, sliding_window
+    from bundle.synthetic.smwi_model import WIDE_FIELD
+    from bundle.synthetic.smwi_phantom import simulate_subject
 
     subject = simulate_subject(3.0, 3.0, np.random.default_rng(0), WIDE_FIELD)
     localiser = NigrosomeLocaliser().eval()
@@ -331,9 +332,9 @@ def bench_explain(n_cases: int = 10) -> dict[str, float]:
 
     from bundle.constants import DEFAULT_SBR_MAX
     from bundle.data import DivideByMeand, LoadNigralPatchesd
-    from bundle.data.phantom import simulate_subject
-    from bundle.explain.workflow import Explainer
+    from bundle.explain.explainer import Explainer
     from bundle.method.networks import VGGRegressor3D
+    from bundle.synthetic.smwi_phantom import simulate_subject
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,8 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_network(ckpt: Path):
     """The regressor F that ``ckpt`` records, with its weights, float32 on the CPU."""
-    from bundle.engine.checkpoints import load_network, recorded_network
     from bundle.method.networks import VGGRegressor3D
+    from bundle.workflows.checkpoints import load_network, recorded_network
 
     record = {k: v for k, v in recorded_network(ckpt).items() if k != "in_channels"}
     return load_network(VGGRegressor3D(**record), ckpt, "cpu").float().eval(), record.get("patch_size")
@@ -76,9 +76,9 @@ def measure(run_dir: Path, cases: list[dict], dataset_dir: Path, sides: tuple[st
     """One record per case, side and method: enrichment per structure and the pointing-game hit."""
     import nibabel as nib
 
-    from bundle.data.cohort import structure_masks
     from bundle.explain.measures import enrichment_ratio, pointing_hit
     from bundle.io import safe_file_stem
+    from bundle.synthetic.smwi_cohort import structure_masks
 
     records = []
     for case in cases:
@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     from monai.transforms import Compose
 
     from bundle.data import DivideByMeand, LoadNigralPatchesd, SBRTargetd, load_cases, resolve_datalist
+    from bundle.explain.explainer import Explainer
     from bundle.explain.maps import METHODS
-    from bundle.explain.workflow import Explainer
 
     dataset_dir, out = Path(args.dataset_dir), Path(args.out)
     cases = load_cases(resolve_datalist(str(dataset_dir / "datalist.json"), str(REPO)), args.section, str(dataset_dir))

@@ -28,9 +28,9 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from bundle.data.readers import error_message  # noqa: E402
-from bundle.engine import onnx_export  # noqa: E402
-from bundle.engine.overrides import parse_overrides, unknown_override  # noqa: E402
+from bundle.export import onnx as onnx_export  # noqa: E402
 from bundle.io import TEMP_SUFFIX  # noqa: E402
+from bundle.workflows.overrides import parse_overrides, unknown_override  # noqa: E402
 
 TOLERANCE = 1e-5
 """Largest accepted absolute difference between onnxruntime and PyTorch (normalised SBR)."""

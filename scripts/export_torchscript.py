@@ -19,8 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bundle.engine.export import export_torchscript  # noqa: E402
-from bundle.engine.overrides import parse_overrides  # noqa: E402
+from bundle.export.torchscript import export_torchscript  # noqa: E402
+from bundle.workflows.overrides import parse_overrides  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

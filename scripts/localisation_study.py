@@ -36,11 +36,12 @@ from scipy.stats import pearsonr
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from experiments import hardware  # noqa: E402
+
 from bundle.constants import SIDES  # noqa: E402
-from bundle.data.landmarks import voxel_to_world  # noqa: E402
-from bundle.engine.experiments import hardware  # noqa: E402
 from bundle.evaluation.plots import save_png  # noqa: E402
 from bundle.io import write_json, write_text  # noqa: E402
+from bundle.localiser.centroids import voxel_to_world  # noqa: E402
 
 JITTERS_VOX = (1, 2, 4)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bundle.data.cohort import generate_cohort  # noqa: E402
+from bundle.synthetic.smwi_cohort import generate_cohort  # noqa: E402
 
 
 def _summary(datalist_path: Path) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bundle.engine.overrides import parse_overrides, unknown_override  # noqa: E402
+from bundle.workflows.overrides import parse_overrides, unknown_override  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, str]]:

@@ -22,10 +22,10 @@ from torch.profiler import ProfilerActivity, profile
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bundle.engine.memory import reuse_heap_memory  # noqa: E402
-from bundle.engine.setup import autocast_dtype, prepare_network  # noqa: E402
 from bundle.method.losses import SymmetricRegressionLoss  # noqa: E402
 from bundle.method.networks import SymmetricRegressor, VGGRegressor3D  # noqa: E402
+from bundle.workflows.memory import reuse_heap_memory  # noqa: E402
+from bundle.workflows.setup import autocast_dtype, prepare_network  # noqa: E402
 
 GROUPS = {
     "convolution forward": ("aten::mkldnn_convolution",),

@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bundle.engine.experiments import BundleRunner, add_common_arguments, common_settings, hardware, thread_env  # noqa: E402
+from experiments import BundleRunner, add_common_arguments, common_settings, hardware, thread_env  # noqa: E402
+
 from bundle.evaluation.plots import save_png  # noqa: E402
 from bundle.io import write_csv, write_json  # noqa: E402
 

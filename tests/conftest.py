@@ -9,14 +9,15 @@ from types import ModuleType
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "scripts"):  # the package, and the scripts' shared experiment runner (experiments.py)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory) -> Path:
     """A 16-patient synthetic cohort (11 training / 2 validation / 3 test); returns its directory."""
-    from bundle.data.cohort import generate_cohort
+    from bundle.synthetic.smwi_cohort import generate_cohort
 
     out = tmp_path_factory.mktemp("cohort") / "tiny"
     generate_cohort(out, n_patients=16, seed=3, num_workers=1, progress=False)
@@ -32,7 +33,7 @@ def bundle_env() -> dict[str, str]:
 
 def workflow_configs(workflow: str) -> list[str]:
     """The config files of a workflow as the README's commands give them (overlays on inference.json)."""
-    from bundle.engine.experiments import WORKFLOW_CONFIGS
+    from experiments import WORKFLOW_CONFIGS
 
     return [str(REPO / name) for name in WORKFLOW_CONFIGS[workflow]]
 

@@ -10,7 +10,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from bundle.data.cohort import render_subject
+from bundle.synthetic.smwi_cohort import render_subject
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -103,8 +103,8 @@ def tiny_model(path: Path) -> Path:
     3.4) that varies with the patch, so that comparisons of numbers mean something."""
     import torch
 
-    from bundle.engine.checkpoints import ModelRecord
     from bundle.method.networks import VGGRegressor3D
+    from bundle.workflows.checkpoints import ModelRecord
 
     torch.manual_seed(0)
     network = VGGRegressor3D(channels=(2, 2, 2, 2))

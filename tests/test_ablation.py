@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import experiments
 import numpy as np
 import pytest
 import torch
@@ -16,7 +17,6 @@ from monai.bundle import run
 from PIL import Image
 from scipy import stats
 
-from bundle.engine import experiments
 from bundle.evaluation.predictions import PREDICTION_COLUMNS, EvaluationData, merge_side_predictions
 from bundle.method.losses import SingleSideLoss
 from bundle.method.networks import SingleSideRegressor, SymmetricRegressor, VGGRegressor3D

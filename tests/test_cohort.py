@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bundle.data import cohort
-from bundle.data.cohort import (
+from bundle.synthetic import smwi_cohort as cohort
+from bundle.synthetic.smwi_cohort import (
     SBR_MAX,
     ensure_demo_cohort,
     generate_cohort,
@@ -155,7 +155,7 @@ def test_files_are_ras_nifti_with_a_consistent_datalist(small_cohort):
 
 
 def test_split_of_the_default_cohort_matches_the_paper():
-    assert cohort._split_sizes(367, cohort.DEFAULT_SPLIT) == (257, 55, 55)
+    assert cohort.split_sizes(367, cohort.DEFAULT_SPLIT) == (257, 55, 55)
 
 
 def test_generation_is_deterministic_by_seed_whatever_the_worker_count(tmp_path):

@@ -15,16 +15,17 @@ from torch import nn
 
 from bundle.constants import ABNORMAL_SBR
 from bundle.dat.binding import binding_ratio, dl_binding_ratio, group_comparison, salient_region
-from bundle.dat.cohort import checked_cases, fold_cases, generate_dat_cohort
-from bundle.dat.networks import DATNet, DaTSpectCNN
-from bundle.dat.phantom import PATTERNS, SPECT, measured_sbr, simulate_dat, striatal_binding
+from bundle.dat.cases import checked_cases, fold_cases
+from bundle.dat.classifiers import DATNet, DaTSpectCNN
+from bundle.dat.preprocessing import DaTSettingd, LowerSideLeftd, setting_shape, to_template
 from bundle.dat.template import AFFINE, SHAPE, region_masks
-from bundle.dat.transforms import DaTSettingd, LowerSideLeftd, setting_shape, to_template
-from bundle.data.cohort import generate_cohort
-from bundle.data.phantom import sample_labels
 from bundle.explain.fullgrad import full_gradients
 from bundle.explain.layers import sequential_layers
 from bundle.explain.lrp import AlphaBeta, Epsilon, Flat, lrp, paper_layout
+from bundle.synthetic.dat_cohort import generate_dat_cohort
+from bundle.synthetic.dat_phantom import PATTERNS, SPECT, measured_sbr, simulate_dat, striatal_binding
+from bundle.synthetic.smwi_cohort import generate_cohort
+from bundle.synthetic.smwi_model import sample_labels
 
 
 def test_spect_phantom_measured_sbr_equals_the_label_within_5_percent():

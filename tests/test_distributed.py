@@ -53,7 +53,7 @@ def _torchrun(args: list[str], log_dir: Path, timeout: float = 300) -> tuple[int
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     """16 synthetic patients split 10 / 3 / 3: the 3 validation cases do not divide over 2 ranks."""
-    from bundle.data.cohort import generate_cohort
+    from bundle.synthetic.smwi_cohort import generate_cohort
 
     out = tmp_path_factory.mktemp("ddp_cohort") / "tiny"
     generate_cohort(out, n_patients=16, seed=3, split=(0.6, 0.2, 0.2), num_workers=1, progress=False)
@@ -158,7 +158,7 @@ def test_two_rank_training_matches_a_single_process(tmp_path, cohort):
 RANK_ZERO_FIRST = """
 import os, sys, time
 import torch.distributed as dist
-from bundle.engine.setup import rank_zero_first
+from bundle.workflows.setup import rank_zero_first
 
 dist.init_process_group("gloo")
 rank, marker = dist.get_rank(), sys.argv[1]

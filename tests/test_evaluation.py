@@ -14,10 +14,10 @@ from PIL import Image
 from scipy import stats
 
 from bundle.constants import SIDES
+from bundle.evaluation.evaluate import FIGURES
 from bundle.evaluation.predictions import EvaluationData
 from bundle.evaluation.statistics import fisher_z_interval, lins_ccc, mcnemar_exact, mean_interval, paired_ttest
 from bundle.evaluation.tables import compute_metrics, sharpness_cp_points
-from bundle.evaluation.workflow import FIGURES
 from bundle.method.networks import VGGRegressor3D
 
 # --- statistics by hand -----------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def test_right_maps_mirrored_back_overlay_the_bright_blob_on_the_right(tmp_path)
     from monai.transforms import Compose
 
     from bundle.data import DivideByMeand, LoadNigralPatchesd
-    from bundle.explain.workflow import Explainer
+    from bundle.explain.explainer import Explainer
 
     shape, spacing = (120, 100, 40), np.array([0.5, 0.5, 1.0])
     affine = np.diag([*spacing, 1.0])
@@ -211,7 +211,7 @@ def test_structure_masks_render_the_cohort_case_again(tiny_cohort):
     import nibabel as nib
     import numpy as np
 
-    from bundle.data.cohort import structure_masks
+    from bundle.synthetic.smwi_cohort import structure_masks
 
     case = json.loads((tiny_cohort / "datalist.json").read_text())["test"][0]
     masks, affine = structure_masks(tiny_cohort, case["id"])

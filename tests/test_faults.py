@@ -14,10 +14,10 @@ import torch
 from conftest import REPO, bundle_env
 from ignite.engine import Engine
 
-from bundle.engine.checkpoints import CheckpointSaver, load_network, read_model_info
-from bundle.engine.resume import NonFiniteLossGuard, latest_checkpoint
 from bundle.io import atomic_open, write_json
 from bundle.method.networks import VGGRegressor3D
+from bundle.workflows.checkpoints import CheckpointSaver, load_network, read_model_info
+from bundle.workflows.resume import NonFiniteLossGuard, latest_checkpoint
 
 
 def train_cmd(cohort: Path, out: Path, *extra: str) -> list[str]:

@@ -14,10 +14,10 @@ from ignite.engine import Engine
 from monai.bundle import ConfigParser, run
 
 from bundle.data import SBRUnitsd, load_cases
-from bundle.engine.checkpoints import load_network
-from bundle.engine.writers import PredictionWriter
+from bundle.handlers.writers import PredictionWriter
 from bundle.method.networks import SymmetricRegressor, VGGRegressor3D
 from bundle.method.uncertainty import GAUSSIAN_95, IntervalSettings
+from bundle.workflows.checkpoints import load_network
 
 TINY = "[4,4,4,4]"
 COLUMNS = (

@@ -13,16 +13,16 @@ from conftest import REPO, bundle_env
 from monai.transforms import Compose
 from subjects import write_dicom_series
 
-from bundle.data import cohort
-from bundle.data.landmarks import CentroidHeatmapsd, gaussian_heatmaps, localiser_loading, world_to_voxel
-from bundle.engine.localisation import AutoCentroidsd, locate, sliding_window
-from bundle.method.landmarks import (
+from bundle.localiser.centroids import CentroidHeatmapsd, gaussian_heatmaps, localiser_loading, world_to_voxel
+from bundle.localiser.model import (
     MirrorAveraged,
     NigrosomeLocaliser,
     Plausibility,
     decode_heatmaps,
     implausibility,
 )
+from bundle.localiser.pipeline import AutoCentroidsd, locate, sliding_window
+from bundle.synthetic import smwi_cohort as cohort
 
 LIMITS = Plausibility()
 
@@ -167,7 +167,7 @@ def test_localise_workflows_train_and_write_centroids(wide_cohort, tmp_path):
              "--output_dir", str(tmp_path / "train"), *common]  # fmt: skip
     result = subprocess.run(train, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    from bundle.engine.checkpoints import recorded_network
+    from bundle.workflows.checkpoints import recorded_network
 
     assert recorded_network(tmp_path / "localiser.pt") == {"features": [4, 4, 8, 8, 16, 4],
                                                          "spacing": [2.0, 2.0, 2.0], "roi": [64, 64, 16]}  # fmt: skip

@@ -1,16 +1,16 @@
-"""CPU heap reuse (bundle.engine.memory): freed tensor memory is reused instead of page-faulted in afresh."""
+"""CPU heap reuse (bundle.workflows.memory): freed tensor memory is reused instead of page-faulted in afresh."""
 
 import subprocess
 import sys
 
 import pytest
 
-from bundle.engine.memory import reuse_heap_memory
+from bundle.workflows.memory import reuse_heap_memory
 
 # a fresh process: mallopt settings are process-wide and cannot be undone
 STEADY_STATE_FAULTS = """
 import resource, sys, torch
-from bundle.engine.memory import reuse_heap_memory
+from bundle.workflows.memory import reuse_heap_memory
 applied = reuse_heap_memory("cpu") if sys.argv[1] == "reuse" else False
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(8, 1, 3, padding=1))

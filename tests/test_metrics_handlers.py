@@ -10,8 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.tensorboard import SummaryWriter
 
 from bundle.data import SBRUnitsd
-from bundle.engine.handlers import SymmetricLossHandler
-from bundle.engine.metrics import sbr_metrics
+from bundle.handlers.metrics import sbr_metrics
+from bundle.handlers.training import SymmetricLossHandler
 from bundle.method.losses import SymmetricRegressionLoss
 
 SBR_MAX = 6.84

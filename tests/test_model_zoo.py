@@ -30,9 +30,9 @@ from monai.bundle.scripts import download_large_files
 from packaging.version import Version
 
 import bundle
-from bundle.engine.checkpoints import ModelRecord, load_network
-from bundle.engine.export import export_torchscript
+from bundle.export.torchscript import export_torchscript
 from bundle.method.networks import VGGRegressor3D
+from bundle.workflows.checkpoints import ModelRecord, load_network
 
 TINY = (2, 2, 2, 2)
 META = REPO / "configs" / "metadata.json"

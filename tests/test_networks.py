@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from bundle.engine.setup import autocast_dtype, prepare_network
 from bundle.method.networks import SymmetricRegressor, VGGRegressor3D
+from bundle.workflows.setup import autocast_dtype, prepare_network
 
 
 def n_trainable(module: torch.nn.Module) -> int:

@@ -17,8 +17,8 @@ from conftest import REPO, bundle_env, require_extra
 from torch import nn
 
 import bundle
-from bundle.engine import onnx_export
-from bundle.engine.onnx_export import MC_REFUSAL, OPSET, export_onnx, max_abs_difference
+from bundle.export import onnx as onnx_export
+from bundle.export.onnx import MC_REFUSAL, OPSET, export_onnx, max_abs_difference
 from bundle.method.networks import SymmetricRegressor, VGGRegressor3D
 
 onnx = require_extra("onnx", "onnx")

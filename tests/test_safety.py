@@ -16,15 +16,15 @@ from hypothesis import strategies as st
 from ignite.engine import Engine
 
 from bundle.data import LoadNigralPatchesd, load_cases
-from bundle.engine import writers
-from bundle.engine.checkpoints import CheckpointSaver
-from bundle.engine.checks import check_output_dir, training_disk_mb
-from bundle.engine.inference import PreparedCases
-from bundle.engine.writers import PredictionWriter
 from bundle.evaluation.predictions import read_predictions
+from bundle.handlers import writers
+from bundle.handlers.writers import PredictionWriter
 from bundle.io import remove_stale_temporaries
 from bundle.method.networks import VGGRegressor3D
 from bundle.method.uncertainty import IntervalSettings
+from bundle.workflows.checkpoints import CheckpointSaver
+from bundle.workflows.inference import PreparedCases
+from bundle.workflows.preflight import check_output_dir, training_disk_mb
 
 SETTINGS = IntervalSettings(0.0, 0.0, 1.96, 1.96, "test", "uncalibrated", None)
 

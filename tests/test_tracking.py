@@ -10,7 +10,7 @@ from conftest import REPO, bundle_env, require_extra, workflow_configs
 from ignite.engine import Engine
 from monai.handlers import MLFlowHandler, from_engine
 
-from bundle.engine.tracking import flat_metrics, scalar_loss, tracked
+from bundle.handlers.tracking import flat_metrics, scalar_loss, tracked
 
 MlflowClient = require_extra("mlflow.tracking", "mlflow").MlflowClient
 require_extra("sqlalchemy", "mlflow")

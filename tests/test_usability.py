@@ -12,8 +12,8 @@ import torch
 from conftest import REPO, bundle_env, workflow_configs
 from monai.bundle import run
 
-from bundle.engine.overrides import command_line_overrides, unknown_override
 from bundle.method.networks import VGGRegressor3D
+from bundle.workflows.overrides import command_line_overrides, unknown_override
 
 WIDTH = [4, 4, 4, 8]
 """A width no config defaults to; the model is also trained with dropout 0.3 (default 0.2)."""

@@ -25,7 +25,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 import bundle
 from bundle.constants import PATCH_SIZE, SIDES, TARGET_SPACING
-from bundle.data.landmarks import voxel_to_world, world_to_voxel
+from bundle.localiser.centroids import voxel_to_world, world_to_voxel
 from bundle.serving.case import BUNDLE_ROOT, CaseFailed, default_checkpoint, localise_case, predict_case
 
 __all__ = ["SBRInferTask", "PatchBoxLabeld", "clicks_to_centroids"]

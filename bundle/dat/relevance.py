@@ -20,9 +20,9 @@ from torch import nn
 from tqdm import tqdm
 
 from bundle.dat.binding import binding_ratio, dl_binding_ratio, group_comparison, salient_region
-from bundle.dat.figures import template_panel
+from bundle.dat.panels import template_panel
+from bundle.dat.preprocessing import to_template
 from bundle.dat.template import AFFINE, region_masks, striatal_box
-from bundle.dat.transforms import to_template
 from bundle.explain.fullgrad import fullgrad_saliency
 from bundle.explain.lrp import lrp, paper_layout
 from bundle.explain.measures import enrichment_ratio

@@ -1,5 +1,5 @@
 """Data: datalist reading and validation, readers, the MONAI transforms that make the mirrored patch pair and its
-target, and the embedded synthetic SMWI cohort (``bundle.data.cohort``, imported on first use).
+target, and the embedded synthetic SMWI cohort (``bundle.synthetic.smwi_cohort``, imported on first use).
 
 Imports ``bundle.constants`` and ``bundle.io`` only.
 """

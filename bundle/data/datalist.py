@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bundle.data.cohort import ensure_demo_cohort
+from bundle.synthetic.smwi_cohort import ensure_demo_cohort
 
 __all__ = [
     "DEMO_SUBDIR",

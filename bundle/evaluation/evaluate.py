@@ -91,7 +91,8 @@ class Evaluation:
         output_dir: where ``metrics.json`` and the PNGs go (written atomically).
         dataset_dir: base of the datalist's relative paths (only used to read the section).
         symmetric_settings: interval settings whose gammas define the symmetric MC intervals of Table 5
-            (``bundle.engine.writers.load_interval_settings(..., "symmetric", ...)``: calibration.json or the defaults).
+            (``bundle.handlers.writers.load_interval_settings(..., "symmetric", ...)``: calibration.json or the
+            defaults).
         sbr_max: normalisation of the interval widths.
         confidence_level: level of the agreement CIs.
         figures: write the PNG figures (and log them to TensorBoard).

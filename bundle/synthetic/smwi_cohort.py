@@ -5,7 +5,7 @@ The cohort is SYNTHETIC: no real patient contributed to it. It exists to exercis
 only. The generative model and the rationale of every parameter are documented in
 ``docs/synthetic_cohort.md``. In brief:
 
-The labels and images come from :mod:`bundle.data.phantom` (labels, image model, annotation).
+The labels and images come from :mod:`bundle.synthetic.smwi_phantom` (labels, image model, annotation).
 
 :func:`generate_cohort` writes NIfTI files, ``datalist.json`` (MONAI decathlon style) and
 ``cohort.json`` atomically and deterministically by seed; :func:`ensure_demo_cohort` generates
@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from bundle.data.phantom import (
+from bundle.synthetic.smwi_model import (
     ACQUISITION,
     ANATOMY,
     LABELS,
@@ -41,11 +41,9 @@ from bundle.data.phantom import (
     VOXEL_SIZE,
     WIDE_FIELD,
     FieldOfView,
-    RenderedSubject,
-    render_subject,
     sample_labels,
-    simulate_subject,
 )
+from bundle.synthetic.smwi_phantom import RenderedSubject, render_subject, simulate_subject
 
 __all__ = [
     "SBR_MAX",
@@ -104,11 +102,11 @@ def generate_cohort(
     demo) or ``"wide"`` (wide field of view for the localiser, generator 2.0.0).
     """
     out_dir = pathlib.Path(out_dir).absolute()
-    sizes = _split_sizes(n_patients, split)
+    sizes = split_sizes(n_patients, split)
     params = _params(n_patients, seed, split, field)
     existed = out_dir.exists() and not _is_empty_dir(out_dir)
     if existed and not force:
-        if _read_params(out_dir) == params:
+        if read_cohort_params(out_dir) == params:
             return out_dir / DATALIST_NAME
         raise FileExistsError(f"{out_dir} exists but is not a cohort generated with {params}; use force to replace it")
 
@@ -165,7 +163,7 @@ def generate_cohort(
             ],
         }
         _write_json(tmp / COHORT_NAME, meta)
-        _install(tmp, out_dir, params, replace=existed)
+        install_cohort(tmp, out_dir, params, replace=existed)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing left once renamed into place
     return out_dir / DATALIST_NAME
@@ -180,7 +178,7 @@ def ensure_demo_cohort(
     version. A non-empty ``out_dir`` without ``cohort.json`` is not ours and is never overwritten.
     """
     out_dir = pathlib.Path(out_dir).absolute()
-    if _read_params(out_dir) == _params(n_patients, seed, DEFAULT_SPLIT, field):
+    if read_cohort_params(out_dir) == _params(n_patients, seed, DEFAULT_SPLIT, field):
         return out_dir / DATALIST_NAME
     if out_dir.exists() and not _is_empty_dir(out_dir) and not (out_dir / COHORT_NAME).is_file():
         raise FileExistsError(f"{out_dir} is not a synthetic cohort (no {COHORT_NAME}); refusing to overwrite it")
@@ -248,7 +246,7 @@ def _render_all(tasks: list[tuple], num_workers: int, progress: bool) -> list[di
     return results
 
 
-def _split_sizes(n: int, split: Sequence[float]) -> tuple[int, int, int]:
+def split_sizes(n: int, split: Sequence[float]) -> tuple[int, int, int]:
     """Training / validation / test sizes: rounded fractions for the first two, the rest for test."""
     if len(split) != 3 or min(split) < 0 or not math.isclose(sum(split), 1.0, abs_tol=1e-6):
         raise ValueError(f"split must be three non-negative fractions summing to 1, got {tuple(split)}")
@@ -265,7 +263,7 @@ def _params(n_patients: int, seed: int, split: Sequence[float], field: str = "sl
     return {"version": version, "n_patients": n_patients, "seed": seed, "split": [float(f) for f in split]}
 
 
-def _read_params(out_dir: pathlib.Path) -> dict | None:
+def read_cohort_params(out_dir: pathlib.Path) -> dict | None:
     """Generation parameters of a complete cohort in ``out_dir``, else None."""
     try:
         meta = json.loads((out_dir / COHORT_NAME).read_text())
@@ -284,7 +282,7 @@ def _write_json(path: pathlib.Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=1) + "\n")
 
 
-def _install(tmp: pathlib.Path, out_dir: pathlib.Path, params: dict, replace: bool) -> None:
+def install_cohort(tmp: pathlib.Path, out_dir: pathlib.Path, params: dict, replace: bool) -> None:
     """Rename the finished ``tmp`` to ``out_dir``; an old ``out_dir`` is moved aside first, then deleted."""
     try:
         os.rename(tmp, out_dir)  # atomic; fails if out_dir exists and is not empty
@@ -293,7 +291,7 @@ def _install(tmp: pathlib.Path, out_dir: pathlib.Path, params: dict, replace: bo
         if not out_dir.exists():
             raise
     if not replace:  # out_dir appeared while we were generating
-        if _read_params(out_dir) == params:
+        if read_cohort_params(out_dir) == params:
             return  # a concurrent run produced the same cohort: keep it, discard ours
         raise FileExistsError(f"{out_dir} appeared during generation with other parameters")
     aside = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))

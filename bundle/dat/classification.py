@@ -15,10 +15,10 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from bundle.io import write_csv, write_json
 
-__all__ = ["PredictionsWriter", "read_predictions", "binary_metrics", "one_vs_rest", "write_metrics"]
+__all__ = ["ClassPredictionWriter", "read_class_predictions", "binary_metrics", "one_vs_rest", "write_metrics"]
 
 
-class PredictionsWriter:
+class ClassPredictionWriter:
     """Collect ``id``, ``label`` and the softmax probabilities of every batch of an evaluator (``decollate=False``)
     and write ``<output_dir>/predictions.csv`` atomically when it completes."""
 
@@ -48,7 +48,7 @@ class PredictionsWriter:
         write_csv(self.path, columns, self.rows)
 
 
-def read_predictions(path: str | Path, classes: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+def read_class_predictions(path: str | Path, classes: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Ids, true labels [N] and probabilities [N, classes] of a ``predictions.csv``."""
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -92,7 +92,7 @@ def one_vs_rest(labels: np.ndarray, probabilities: np.ndarray, classes: Sequence
 def write_metrics(predictions: str, classes: Sequence[str], output_dir: str, **extra: Any) -> dict[str, Any]:
     """``metrics.json`` in ``output_dir`` from ``predictions.csv``: binary metrics for two classes (positive = the
     second), one-vs-rest AUC for more; ``extra`` entries are added (e.g. the binding-ratio comparison)."""
-    ids, labels, probabilities = read_predictions(predictions, classes)
+    ids, labels, probabilities = read_class_predictions(predictions, classes)
     metrics: dict[str, Any] = {"n": len(ids), "classes": list(classes)}
     if len(classes) == 2:
         metrics.update(binary_metrics(labels, probabilities.argmax(1)))

@@ -23,7 +23,7 @@ __all__ = ["Scanner", "SPECT", "PET", "LossPattern", "PATTERNS", "GROUPS", "HEAL
            "striatal_binding", "simulate_dat"]  # fmt: skip
 
 HEALTHY_SBR = 4.3
-"""Mean striatal SBR of the non-PD patients in the label model (``bundle.data.phantom.LABELS``)."""
+"""Mean striatal SBR of the non-PD patients in the label model (``bundle.synthetic.smwi_model.LABELS``)."""
 OUTSIDE_BRAIN = 0.15
 GROUPS = ("HC", "IPD", "MSA", "PSP")
 

@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TypeVar
 from torch import nn
 
 from bundle.data.readers import error_message
-from bundle.engine import overrides
+from bundle.workflows import overrides
 
 __all__ = [
     "stop",

@@ -24,16 +24,16 @@ from monai.inferers import Inferer, SlidingWindowInferer
 from monai.transforms import Compose, Transform
 
 from bundle.constants import SIDES
-from bundle.data.landmarks import localiser_loading, voxel_to_world, world_to_voxel
-from bundle.engine.checkpoints import load_network, recorded_network
 from bundle.io import staged_outputs, write_csv
-from bundle.method.landmarks import (
+from bundle.localiser.centroids import localiser_loading, voxel_to_world, world_to_voxel
+from bundle.localiser.model import (
     NigrosomeLocaliser,
     Plausibility,
     decode_heatmaps,
     implausibility,
     mirror_averaged,
 )
+from bundle.workflows.checkpoints import load_network, recorded_network
 
 __all__ = ["CENTROID_COLUMNS", "LocalisationError", "locate", "CentroidWriter", "AutoCentroidsd", "auto_centroids"]
 
@@ -218,7 +218,7 @@ def auto_centroids(
 ) -> AutoCentroidsd:
     """:class:`AutoCentroidsd` with the localiser of ``localiser_path`` built from its own record (features, spacing,
     sliding-window size), reading DICOM folders with ``dicom_reader``, with test-time mirror averaging
-    (:class:`~bundle.method.landmarks.MirrorAveraged`) when ``mirror_average``; without that file, cases that need
+    (:class:`~bundle.localiser.model.MirrorAveraged`) when ``mirror_average``; without that file, cases that need
     the localiser fail with a one-line error and the others run as before."""
     path = Path(localiser_path)
     if not path.is_file():

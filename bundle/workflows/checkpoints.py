@@ -189,7 +189,7 @@ class CheckpointSaver:
         """Take over the files that an earlier run of this interval saver left in ``save_dir`` (before a resume):
         the newest ``n_saved`` enter its record, so that the next saves replace them by the usual policy, and the
         older ones are deleted. Returns the deleted files. A key-metric saver's record comes from the training
-        state instead (:class:`~bundle.engine.resume.TrainingState`)."""
+        state instead (:class:`~bundle.workflows.resume.TrainingState`)."""
         if self.key_metric is not None:
             return []
         pattern = re.compile(rf"^(?:.*_)?{self.checkpoint.score_name}=(\d+)\.pt$")

@@ -24,7 +24,7 @@ from ignite.handlers import Checkpoint
 from monai.transforms import Randomizable
 from torch.utils.data.distributed import DistributedSampler
 
-from bundle.engine.checkpoints import CheckpointSaver
+from bundle.workflows.checkpoints import CheckpointSaver
 
 __all__ = [
     "TrainingState",

@@ -2,7 +2,7 @@
 
 The localiser (MONAI's ``BasicUNet``, ``configs/localise_train.json``) maps a resampled SMWI volume to one heat map
 per side (channel 0 right, 1 left); each target is a Gaussian of peak 1 at the annotated nigrosome-1 centre
-(:class:`bundle.data.landmarks.CentroidHeatmapsd`). Heat-map
+(:class:`bundle.localiser.centroids.CentroidHeatmapsd`). Heat-map
 regression keeps the network fully convolutional (any field of view, sliding-window inference) and gives a per-side
 confidence for free (the peak height), which a coordinate regressor does not. Decoding is the argmax refined by a
 parabola through the log heat map (exact for a Gaussian), so the estimate is finer than the heat-map grid.

@@ -1,7 +1,7 @@
 """ONNX export of the paired model F_sym (eq. 3) that records the configuration it was exported with.
 
-The network is built as :func:`~bundle.engine.export.export_torchscript` builds it (config files merged, overrides
-applied, the arguments the checkpoint records), loaded strictly by :func:`~bundle.engine.checkpoints.load_network`,
+The network is built as :func:`~bundle.export.torchscript.export_torchscript` builds it (config files merged, overrides
+applied, the arguments the checkpoint records), loaded strictly by :func:`~bundle.workflows.checkpoints.load_network`,
 wrapped in :class:`~bundle.method.networks.SymmetricRegressor` and exported in eval mode and float32 with PyTorch's
 TorchScript-based exporter: input ``image`` ``[batch, 2, *patch_size]`` (mirrored right patch, left patch), output
 ``pred`` ``[batch, 2]`` (right, left; normalised SBR), the batch axis dynamic. The model's ``metadata_props`` hold the
@@ -30,10 +30,10 @@ import torch
 from monai.bundle import ConfigParser
 
 import bundle
-from bundle.engine.checkpoints import load_network
-from bundle.engine.export import export_config
+from bundle.export.torchscript import export_config
 from bundle.io import atomic_open
 from bundle.method.networks import SymmetricRegressor
+from bundle.workflows.checkpoints import load_network
 
 __all__ = ["OPSET", "MC_REFUSAL", "paired_network", "export_onnx", "max_abs_difference"]
 
