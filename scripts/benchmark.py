@@ -271,7 +271,7 @@ def bench_inference_rss(n_patients: int, mc_samples: int, backends: Sequence[str
         child = (
             "import atexit, runpy, sys, types; sys.modules['tensorboard.compat.notf'] = types.ModuleType('notf'); "
             "atexit.register(lambda: print('VmHWM', open('/proc/self/status').read().split('VmHWM:')[1].split()[0], "
-            "file=sys.stderr)); runpy.run_module('monai.bundle', run_name='__main__')"
+            "file=sys.stderr)); runpy.run_module('bundle', run_name='__main__')"
         )
         cmd = [
             sys.executable, "-c", child, "run", "inference", "--config_file", "configs/inference.json",
@@ -374,7 +374,7 @@ def bench_protocol(device: torch.device) -> dict[str, float]:
     """Wall time of the paper protocol (367 pairs, train.json's epochs) with the bundle's own training command."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
-            sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.json",
+            sys.executable, "-m", "bundle", "run", "training", "--config_file", "configs/train.json",
             "--output_dir", tmp, "--ckpt_path", str(Path(tmp) / "model.pt"), "--device", f"$torch.device('{device}')",
         ]  # fmt: skip
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Drive the bundle's own workflows (``python -m monai.bundle run ...``) for multi-run experiments (ablation, sweep).
+"""Drive the bundle's own workflows (``python -m bundle run ...``) for multi-run experiments (ablation, sweep).
 
 Each step runs in a subprocess with its log in the step's folder and is skipped when its output marker exists, so
 an interrupted experiment resumes where it stopped. A step's marker is written only after the step succeeded.
@@ -75,7 +75,7 @@ class BundleRunner:
         """The workflow's own configs (:data:`WORKFLOW_CONFIGS`), then ``extra_configs``, then ``configs``."""
         configs = [*WORKFLOW_CONFIGS[workflow], *self.extra_configs, *configs]
         config_arg = configs[0] if len(configs) == 1 else "[" + ",".join(f"'{c}'" for c in configs) + "]"
-        cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", config_arg,
+        cmd = [sys.executable, "-m", "bundle", "run", workflow, "--config_file", config_arg,
                "--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]  # fmt: skip
         for key, value in {"bundle_root": str(self.bundle_root), **self.common, **overrides}.items():
             cmd += [f"--{key}", cli_value(value)]

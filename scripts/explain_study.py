@@ -49,10 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_network(ckpt: Path):
     """The regressor F that ``ckpt`` records, with its weights, float32 on the CPU."""
     from bundle.method.networks import VGGRegressor3D
-    from bundle.workflows.checkpoints import load_network, recorded_network
+    from bundle.workflows.checkpoints import read_checkpoint
 
-    record = {k: v for k, v in recorded_network(ckpt).items() if k != "in_channels"}
-    return load_network(VGGRegressor3D(**record), ckpt, "cpu").float().eval(), record.get("patch_size")
+    trained = read_checkpoint(ckpt)
+    record = {k: v for k, v in trained.network.items() if k != "in_channels"}
+    return trained.load_into(VGGRegressor3D(**record), "cpu").float().eval(), record.get("patch_size")
 
 
 def patch_masks(volume_masks: dict[str, np.ndarray], volume_affine: np.ndarray, patch_affine: np.ndarray,

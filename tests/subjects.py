@@ -103,6 +103,7 @@ def tiny_model(path: Path) -> Path:
     3.4) that varies with the patch, so that comparisons of numbers mean something."""
     import torch
 
+    from bundle.constants import DEFAULT_SBR_MAX
     from bundle.method.networks import VGGRegressor3D
     from bundle.workflows.checkpoints import ModelRecord
 
@@ -114,5 +115,5 @@ def tiny_model(path: Path) -> Path:
             layer.weight.mul_(20.0)
         linear[-1].bias.fill_(0.5)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ModelRecord(network).state_dict(), path)
+    torch.save(ModelRecord(network, sbr_max=DEFAULT_SBR_MAX).state_dict(), path)
     return path

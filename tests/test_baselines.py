@@ -66,12 +66,12 @@ def test_which_maps_each_baseline_gets(networks):
 def test_a_preset_trains_and_infers_through_the_bundle(tmp_path, tiny_cohort):
     preset = str(REPO / "configs" / "baselines" / "mobilenetv3.json")
     common = ["--dataset_dir", str(tiny_cohort), "--ckpt_path", str(tmp_path / "model.pt")]
-    train = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+    train = [sys.executable, "-m", "bundle", "run", "training", "--config_file",
              repr([*workflow_configs("training"), preset]), "--num_epochs", "1", "--output_dir",
              str(tmp_path / "train"), *common]  # fmt: skip
     result = subprocess.run(train, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    infer = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
+    infer = [sys.executable, "-m", "bundle", "run", "inference", "--config_file",
              repr([*workflow_configs("inference"), preset]), "--mc_samples", "5", "--reports", "false",
              "--output_dir", str(tmp_path / "out"), *common]  # fmt: skip
     result = subprocess.run(infer, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)

@@ -148,8 +148,8 @@ def test_documented_overrides_reach_the_training_objects(tiny_cohort, tmp_path):
     assert parser.get_parsed_content("train#trainer").state.max_epochs == 5
     loss = parser.get_parsed_content("loss")
     assert (loss.alpha, loss.beta, loss.form) == (0.07, 2.0, "hinge")
-    target = parser.get_parsed_content("train#deterministic_transforms")[1]
-    assert target.sbr_max == 5.0
+    target = parser.get_parsed_content("train#preprocessing").transforms[1]
+    assert target.sbr_max == 5.0 and parser.get_parsed_content("model_record").sbr_max == 5.0
     assert parser.get_parsed_content("validate#postprocessing").transforms[0].sbr_max == 5.0
 
 
@@ -164,7 +164,7 @@ def test_cache_on_device_moves_the_cached_patches_and_drops_loader_workers(devic
     parser["device"] = f"$torch.device('{device}')"
     parser["cache_on_device"] = on_device
     assert parser.get_parsed_content("cache_device") == torch.device(expected)
-    to_device = parser.get_parsed_content("train#deterministic_transforms")[-1]
+    to_device = parser.get_parsed_content("train#preprocessing").transforms[2]
     assert to_device.converter.device == torch.device(expected)
     assert set(to_device.keys) == {"patch_right", "patch_left", "label"}
     assert (parser.get_parsed_content("num_workers") == 0) == workers_zero
@@ -210,7 +210,7 @@ def test_training_command_writes_a_loadable_best_checkpoint(tmp_path, tiny_cohor
     cmd = [
         sys.executable,
         "-m",
-        "monai.bundle",
+        "bundle",
         "run",
         "training",
         "--config_file",

@@ -80,7 +80,7 @@ def _single_process_predictions(cohort: Path, state: dict) -> tuple[np.ndarray, 
     parser.read_config(str(REPO / "configs" / "train.json"))
     overrides = {"dataset_dir": str(cohort), "amp": False, "network_def#channels": CHANNELS}
     parser.update({**overrides, "device": "$torch.device('cpu')"})
-    preprocessing = parser.get_parsed_content("validate#preprocessing")
+    preprocessing = parser.get_parsed_content("patch_pair")
     data = [preprocessing(case) for case in parser.get_parsed_content("val_cases")]
     parser.get_parsed_content("network").load_state_dict(state, strict=True)
     paired = parser.get_parsed_content("paired_network").eval()  # wraps the same, now loaded, @network
@@ -110,7 +110,7 @@ def test_two_rank_training_matches_a_single_process(tmp_path, cohort):
         )
     )
     configs = ["configs/train.json", "configs/multi_gpu_train.json", str(extra)]
-    args = ["-m", "monai.bundle", "run", "training", "--config_file", repr(configs)]
+    args = ["-m", "bundle", "run", "training", "--config_file", repr(configs)]
     args += ["--network_def#channels", json.dumps(CHANNELS), "--num_epochs", "2", "--batch_size", "2"]
     args += ["--amp", "False", "--output_dir", str(out), "--ckpt_path", str(out / "model.pt")]
     args += ["--dataset_dir", str(cohort)]

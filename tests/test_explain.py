@@ -175,7 +175,7 @@ def test_explain_workflow_writes_maps_that_overlay_the_patch(tmp_path, tiny_coho
     model = tmp_path / "model.pt"
     torch.manual_seed(0)
     torch.save(VGGRegressor3D(channels=(2, 2, 2, 2)).state_dict(), model)
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "explain", "--config_file", repr(workflow_configs("explain")),
+    cmd = [sys.executable, "-m", "bundle", "run", "explain", "--config_file", repr(workflow_configs("explain")),
            "--dataset_dir", str(tiny_cohort), "--ckpt_path", str(model), "--network_def#channels", "[2,2,2,2]",
            "--n_cases", "2", "--output_dir", str(tmp_path / "out")]  # fmt: skip
     result = subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)

@@ -17,7 +17,7 @@ from bundle.data import SBRUnitsd, load_cases
 from bundle.handlers.writers import PredictionWriter
 from bundle.method.networks import SymmetricRegressor, VGGRegressor3D
 from bundle.method.uncertainty import GAUSSIAN_95, IntervalSettings
-from bundle.workflows.checkpoints import load_network
+from bundle.workflows.checkpoints import read_checkpoint
 
 TINY = "[4,4,4,4]"
 COLUMNS = (
@@ -31,7 +31,7 @@ def trained(tmp_path_factory, tiny_cohort):
     """A tiny model trained for 2 epochs on the tiny cohort with the real training command."""
     out = tmp_path_factory.mktemp("trained")
     cmd = [
-        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.json",
+        sys.executable, "-m", "bundle", "run", "training", "--config_file", "configs/train.json",
         "--num_epochs", "2", "--network_def#channels", TINY, "--output_dir", str(out / "train"),
         "--ckpt_path", str(out / "model.pt"), "--dataset_dir", str(tiny_cohort), "--learning_rate", "0.001",
     ]  # fmt: skip
@@ -87,7 +87,7 @@ def test_same_seed_same_intervals_and_deterministic_mode(trained, tiny_cohort, t
     parser.read_config(workflow_configs("inference"))
     parser.update({"bundle_root": str(REPO), "dataset_dir": str(tiny_cohort), "network_def#channels": [4, 4, 4, 4]})
     preprocessing = parser.get_parsed_content("preprocessing")
-    net = SymmetricRegressor(load_network(VGGRegressor3D(channels=(4, 4, 4, 4)), ckpt, "cpu"))
+    net = SymmetricRegressor(read_checkpoint(ckpt).load_into(VGGRegressor3D(channels=(4, 4, 4, 4)), "cpu"))
     cases = {c["id"]: c for c in load_cases(tiny_cohort / "datalist.json", "test", tiny_cohort)}
     with torch.no_grad():
         for row in rows:
@@ -138,6 +138,10 @@ def test_prediction_writer_by_hand(tmp_path):
     assert float(row["low_left"]) == pytest.approx((0.4 - 1.0 * sigma_sym_l) * 6.84, abs=1e-4)
     assert row["abnormal_right"] == "1" and row["abnormal_left"] == "1"  # 2.736 < 3.401, 3.345
     assert read_rows(tmp_path / "errors.csv") == [{"id": "X", "error": "X: bad"}]
+    # what it wrote, held in memory as written (the in-process serving reads these, not the files)
+    assert writer.records == [json.loads((tmp_path / "patients" / "P1.json").read_text())]
+    assert writer.rows == [{k: v for k, v in writer.records[0].items() if k in COLUMNS}]
+    assert writer.error_rows == [{"id": "X", "error": "X: bad"}] and writer.report_files == [None]
     # the kept samples own their memory: views would keep each batch's tensors alive and the heap would grow per batch
     assert writer.samples and all(kept.flags.owndata for kept in writer.samples)
     assert GAUSSIAN_95 == pytest.approx(1.96, abs=1e-3)
@@ -162,8 +166,11 @@ def test_torchscript_export_matches_the_checkpoint_and_records_its_config(traine
     assert _archive_json(ts, "inference.json")["network_def"]["channels"] == [4, 4, 4, 4]
     packages = _archive_json(ts, "metadata.json")["required_packages_version"]
     assert {"pytorch-ignite", "nibabel", "itk", "h5py"} <= set(packages)
-    scripted = torch.jit.load(str(ts))
-    eager = load_network(VGGRegressor3D(channels=(4, 4, 4, 4)), trained / "model.pt", "cpu")
+    exported = read_checkpoint(ts)  # its record: the exported config's network arguments and sbr_max
+    assert exported.network["channels"] == [4, 4, 4, 4]
+    assert (exported.sbr_max, exported.sbr_max_recorded) == (6.84, True)
+    scripted = exported.load_into(VGGRegressor3D(), "cpu")
+    eager = read_checkpoint(trained / "model.pt").load_into(VGGRegressor3D(channels=(4, 4, 4, 4)), "cpu")
     x = torch.rand(3, 1, 50, 50, 20) + 0.5
     assert torch.allclose(scripted(x), eager(x), atol=1e-5)
     torch.manual_seed(3)

@@ -162,16 +162,16 @@ def test_localise_workflows_train_and_write_centroids(wide_cohort, tmp_path):
     common = ["--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf",
               "--dataset_dir", str(wide_cohort), "--localiser_path", str(tmp_path / "localiser.pt")]  # fmt: skip
     configs = "['configs/localise.json','configs/localise_train.json']"
-    train = [sys.executable, "-m", "monai.bundle", "run", "localise_train", "--config_file", configs,
+    train = [sys.executable, "-m", "bundle", "run", "localise_train", "--config_file", configs,
              "--num_epochs", "1", "--localiser_def#features", "[4,4,8,8,16,4]",
              "--output_dir", str(tmp_path / "train"), *common]  # fmt: skip
     result = subprocess.run(train, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    from bundle.workflows.checkpoints import recorded_network
+    from bundle.workflows.checkpoints import read_checkpoint
 
-    assert recorded_network(tmp_path / "localiser.pt") == {"features": [4, 4, 8, 8, 16, 4],
+    assert read_checkpoint(tmp_path / "localiser.pt").network == {"features": [4, 4, 8, 8, 16, 4],
                                                          "spacing": [2.0, 2.0, 2.0], "roi": [64, 64, 16]}  # fmt: skip
-    localise = [sys.executable, "-m", "monai.bundle", "run", "localise", "--config_file", "configs/localise.json",
+    localise = [sys.executable, "-m", "bundle", "run", "localise", "--config_file", "configs/localise.json",
                 "--section", "training", "--output_dir", str(tmp_path / "out"), *common]  # fmt: skip
     result = subprocess.run(localise, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -30,9 +30,10 @@ from monai.bundle.scripts import download_large_files
 from packaging.version import Version
 
 import bundle
+from bundle.constants import DEFAULT_SBR_MAX
 from bundle.export.torchscript import export_torchscript
 from bundle.method.networks import VGGRegressor3D
-from bundle.workflows.checkpoints import ModelRecord, load_network
+from bundle.workflows.checkpoints import ModelRecord, read_checkpoint
 
 TINY = (2, 2, 2, 2)
 META = REPO / "configs" / "metadata.json"
@@ -130,7 +131,7 @@ def zoo_bundle(tmp_path_factory) -> Path:
     models = author / "models"
     models.mkdir()
     torch.manual_seed(0)
-    torch.save(ModelRecord(VGGRegressor3D(channels=TINY)).state_dict(), models / "model.pt")
+    torch.save(ModelRecord(VGGRegressor3D(channels=TINY), sbr_max=DEFAULT_SBR_MAX).state_dict(), models / "model.pt")
     export_torchscript(models / "model.ts", models / "model.pt", str(author / "configs" / "inference.json"),
                        author / "configs" / "metadata.json")  # fmt: skip
     release = root / "release"
@@ -254,7 +255,7 @@ def test_export_and_torchscript_load_as_the_zoo_checks_them(zoo_bundle):
     ckpt_export(net_id="network_def", filepath=str(models / "verify_model.ts"), ckpt_file=str(models / "model.pt"),
                 meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.json"),
                 bundle_root=str(zoo_bundle))  # fmt: skip
-    eager = load_network(VGGRegressor3D(channels=TINY), models / "model.pt", "cpu")
+    eager = read_checkpoint(models / "model.pt").load_into(VGGRegressor3D(channels=TINY), "cpu")
     x = torch.rand(3, 1, 50, 50, 20) + 0.5
     for name in ("verify_model.ts", "model.ts"):  # MONAI's export, and the published one (the bundle's exporter)
         scripted = torch.jit.load(str(models / name)).eval()

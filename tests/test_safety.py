@@ -22,9 +22,9 @@ from bundle.handlers.writers import PredictionWriter
 from bundle.io import remove_stale_temporaries
 from bundle.method.networks import VGGRegressor3D
 from bundle.method.uncertainty import IntervalSettings
-from bundle.workflows.checkpoints import CheckpointSaver
 from bundle.workflows.inference import PreparedCases
 from bundle.workflows.preflight import check_output_dir, training_disk_mb
+from bundle.workflows.savers import AtomicCheckpointSaver
 
 SETTINGS = IntervalSettings(0.0, 0.0, 1.96, 1.96, "test", "uncalibrated", None)
 
@@ -112,7 +112,7 @@ def test_relative_paths_may_not_leave_dataset_dir_absolute_ones_may(tmp_path):
 
 
 def run_bundle(workflow: str, *args: str, configs=None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", repr(configs or
+    cmd = [sys.executable, "-m", "bundle", "run", workflow, "--config_file", repr(configs or
            workflow_configs(workflow)), *args]  # fmt: skip
     return subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
 
@@ -267,7 +267,7 @@ def test_after_a_resume_only_the_kept_checkpoints_remain(tmp_path):
     ):
         torch.save({"x": torch.zeros(1)}, tmp_path / name)
     state = {"model": torch.nn.Linear(1, 1), "optimizer": torch.nn.Linear(1, 1)}  # a full state: "checkpoint_..."
-    saver = CheckpointSaver(tmp_path, state, epoch_level=True, save_interval=1, n_saved=1)
+    saver = AtomicCheckpointSaver(tmp_path, state, epoch_level=True, save_interval=1, n_saved=1)
     assert sorted(p.name for p in saver.adopt_existing()) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
     engine = Engine(lambda e, b: None)
     saver.attach(engine)

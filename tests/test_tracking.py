@@ -19,7 +19,7 @@ TINY = ["--network_def#channels", "[2,2,2,2]"]
 
 
 def run_tracked(workflow: str, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", repr(workflow_configs(workflow)),
+    cmd = [sys.executable, "-m", "bundle", "run", workflow, "--config_file", repr(workflow_configs(workflow)),
            "--tracking", "mlflow", *TINY, *args]  # fmt: skip
     return subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=600)
 

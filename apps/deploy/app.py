@@ -1,6 +1,7 @@
 """The MONAI Deploy application: DICOM loader -> series selector -> series to volume -> SBR inference -> writers.
 
-Run it with the SDK's arguments (``-i`` DICOM folder, ``-o`` output folder, ``-m`` models folder)::
+Run it with the SDK's arguments (``-i`` DICOM folder, ``-o`` output folder, ``-m`` models folder; without ``-m``
+the source checkout's ``models/``, see :func:`bundle.resources.bundle_root`)::
 
     python -m apps.deploy -i dicom/ -o output/ -m models/
 
@@ -23,7 +24,7 @@ from monai.deploy.operators import DICOMDataLoaderOperator, DICOMSeriesSelectorO
 
 import bundle
 from apps.deploy.operators import SBRInferenceOperator, SBRReportWriterOperator
-from bundle.serving.case import BUNDLE_ROOT
+from bundle.resources import bundle_root
 
 __all__ = ["NigralSBRApp", "SELECTION_RULES", "main"]
 
@@ -48,7 +49,7 @@ class NigralSBRApp(Application):
     def compose(self) -> None:
         context: AppContext = Application.init_app_context(self.argv)
         output = Path(context.output_path)
-        models = Path(context.model_path) if context.model_path else BUNDLE_ROOT / "models"
+        models = Path(context.model_path) if context.model_path else bundle_root() / "models"
         rules = os.environ.get("NIGRAL_SBR_RULES")
         centroids = os.environ.get("NIGRAL_SBR_CENTROIDS")
         loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=Path(context.input_path),

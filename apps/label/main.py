@@ -2,7 +2,8 @@
 
 Registers one infer task, ``nigral_sbr`` (:class:`~apps.label.sbr_task.SBRInferTask`). The server (unlike the task
 API the tests use) needs MONAI Label's full install in its own environment; see docs/integrations/label.md. Config
-(``--conf``): ``models`` (default: the bundle's models/ folder) and ``mc_samples`` (default 100).
+(``--conf``): ``models`` (default: the source checkout's models/ folder; give it with an installed package) and
+``mc_samples`` (default 100).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
 
 import bundle  # noqa: E402
 from apps.label.sbr_task import SBRInferTask  # noqa: E402
-from bundle.serving.case import BUNDLE_ROOT  # noqa: E402
+from bundle.resources import bundle_root  # noqa: E402
 
 
 class NigralSBRLabelApp(MONAILabelApp):
     """Striatal DaT SBR from nigral SMWI in MONAI Label viewers (3D Slicer, OHIF). Research use only."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
-        self.models = Path(conf.get("models", BUNDLE_ROOT / "models"))
+        self.models = Path(conf.get("models", bundle_root() / "models"))
         self.mc_samples = int(conf.get("mc_samples", 100))
         super().__init__(
             app_dir=app_dir, studies=studies, conf=conf, name="nigral-sbr", version=bundle.__version__,

@@ -26,7 +26,8 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 import bundle
 from bundle.constants import PATCH_SIZE, SIDES, TARGET_SPACING
 from bundle.localiser.centroids import voxel_to_world, world_to_voxel
-from bundle.serving.case import BUNDLE_ROOT, CaseFailed, default_checkpoint, localise_case, predict_case
+from bundle.resources import bundle_root
+from bundle.serving.case import CaseFailed, default_checkpoint, localise_case, predict_case
 
 __all__ = ["SBRInferTask", "PatchBoxLabeld", "clicks_to_centroids"]
 
@@ -85,18 +86,19 @@ class SBRInferTask(BasicInferTask):
     """Both striatal SBRs with intervals from an SMWI volume; foreground clicks are the nigrosome-1 centroids.
 
     Args:
-        models: folder with ``model.ts`` / ``model.pt``, ``localiser.pt`` and optionally ``calibration.json``.
+        models: folder with ``model.ts`` / ``model.pt``, ``localiser.pt`` and optionally ``calibration.json``
+            (default: ``models/`` of :func:`bundle.resources.bundle_root`, a source checkout's only).
         mc_samples: Monte-Carlo dropout samples (0: no interval).
         overrides: further config overrides of the bundle's inference workflow.
     """
 
     def __init__(
         self,
-        models: str | os.PathLike = BUNDLE_ROOT / "models",
+        models: str | os.PathLike | None = None,
         mc_samples: int = 100,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
-        self.models = Path(models)
+        self.models = Path(models) if models else bundle_root() / "models"
         self.mc_samples = int(mc_samples)
         self.overrides = dict(overrides or {})
         super().__init__(

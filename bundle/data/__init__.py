@@ -6,6 +6,7 @@ Imports ``bundle.constants`` and ``bundle.io`` only.
 
 from bundle.data.datalist import DEMO_SUBDIR, load_cases, resolve_datalist
 from bundle.data.loading import LoadNigralPatchesd
+from bundle.data.pairs import NigralPatchPaird
 from bundle.data.patches import ExtractNigralPatchesd
 from bundle.data.readers import error_message
 from bundle.data.transforms import DivideByMeand, SBRTargetd, SBRUnitsd
@@ -15,6 +16,7 @@ __all__ = [
     "load_cases",
     "resolve_datalist",
     "LoadNigralPatchesd",
+    "NigralPatchPaird",
     "ExtractNigralPatchesd",
     "DivideByMeand",
     "SBRTargetd",

@@ -1,12 +1,13 @@
 """ONNX export of the paired model F_sym (eq. 3) that records the configuration it was exported with.
 
 The network is built as :func:`~bundle.export.torchscript.export_torchscript` builds it (config files merged, overrides
-applied, the arguments the checkpoint records), loaded strictly by :func:`~bundle.workflows.checkpoints.load_network`,
-wrapped in :class:`~bundle.method.networks.SymmetricRegressor` and exported in eval mode and float32 with PyTorch's
-TorchScript-based exporter: input ``image`` ``[batch, 2, *patch_size]`` (mirrored right patch, left patch), output
-``pred`` ``[batch, 2]`` (right, left; normalised SBR), the batch axis dynamic. The model's ``metadata_props`` hold the
-merged config with the network arguments by value (``inference.json``), ``metadata.json``, the network arguments and
-the bundle version, so the file says what the weights are.
+applied, the arguments the checkpoint records), loaded strictly from the one read of the checkpoint
+(:class:`~bundle.workflows.checkpoints.TrainedModel`), wrapped in :class:`~bundle.method.networks.SymmetricRegressor`
+and exported in eval mode and float32 with PyTorch's TorchScript-based exporter: input ``image``
+``[batch, 2, *patch_size]`` (mirrored right patch, left patch), output ``pred`` ``[batch, 2]`` (right, left;
+normalised SBR), the batch axis dynamic. The model's ``metadata_props`` hold the merged config with the network
+arguments and ``sbr_max`` by value (``inference.json``), ``metadata.json``, the network arguments and the bundle
+version, so the file says what the weights are.
 
 Monte-Carlo dropout is not exported (:data:`MC_REFUSAL`): onnxruntime's graph optimiser deletes ONNX ``Dropout``
 nodes whatever their ``training_mode``, and with optimisation off its CPU kernel re-seeds a linear congruential
@@ -33,7 +34,7 @@ import bundle
 from bundle.export.torchscript import export_config
 from bundle.io import atomic_open
 from bundle.method.networks import SymmetricRegressor
-from bundle.workflows.checkpoints import load_network
+from bundle.workflows.checkpoints import read_checkpoint
 
 __all__ = ["OPSET", "MC_REFUSAL", "paired_network", "export_onnx", "max_abs_difference"]
 
@@ -69,8 +70,9 @@ def paired_network(
     A TorchScript ``ckpt_file`` is refused (``ValueError``): the export traces the bundle's own modules."""
     if Path(ckpt_file).suffix == ".ts":
         raise ValueError(f"checkpoint {ckpt_file}: the ONNX export needs the weights (model.pt), not TorchScript")
-    config, network = export_config(ckpt_file, config_files, overrides)
-    network = load_network(network, ckpt_file, "cpu").float()
+    trained = read_checkpoint(ckpt_file)
+    config, network = export_config(ckpt_file, config_files, overrides, trained)
+    network = trained.load_into(network, "cpu").float()
     return SymmetricRegressor(network).eval(), config
 
 

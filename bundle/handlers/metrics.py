@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ignite.distributed as idist
@@ -79,8 +79,11 @@ def side_output(side: int) -> Callable[[Mapping[str, Any]], tuple[torch.Tensor, 
     return transform
 
 
-def sbr_metrics(prefix: str = "val_") -> dict[str, Metric]:
-    """MAE, RMSE and Pearson R for the right and left side and their average, e.g. ``val_mae``, ``val_mae_right``.
+def sbr_metrics(
+    prefix: str = "val_", names: Sequence[str] | None = None, exclude: Sequence[str] = ()
+) -> dict[str, Metric]:
+    """MAE, RMSE and Pearson R for the right and left side and their average, e.g. ``val_mae``, ``val_mae_right``;
+    only ``names`` when given (an engine's key metric), without those in ``exclude`` (its additional metrics).
 
     The averaged value is the arithmetic mean of the two sides, as in the paper's "Avg." columns. Expects an
     engine output dict with batched ``pred`` and ``label`` of shape [B, 2] in SBR units (``decollate=False``, after
@@ -93,4 +96,4 @@ def sbr_metrics(prefix: str = "val_") -> dict[str, Metric]:
         metrics[f"{prefix}{name}"] = MetricsLambda(lambda a, b: (a + b) / 2, right, left)
         metrics[f"{prefix}{name}_right"] = right
         metrics[f"{prefix}{name}_left"] = left
-    return metrics
+    return {k: v for k, v in metrics.items() if (names is None or k in names) and k not in exclude}

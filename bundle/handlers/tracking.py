@@ -73,11 +73,11 @@ def tracked(handlers: Sequence[Any], artifacts: Sequence[str | os.PathLike] = ()
 
     Args:
         handlers: the engine's instantiated handlers (MONAI's tracking settings may have appended an
-            ``MLFlowHandler``).
+            ``MLFlowHandler``); disabled ones (None, e.g. rank-0-only handlers on the other ranks) are left out.
         artifacts: files logged to the run when the engine completes (for training: the best model).
         keep_open: leave the run open when the engine completes (:func:`log_evaluation` adds to it and ends it).
     """
-    adapted = list(handlers)
+    adapted = [handler for handler in handlers if handler is not None]
     for handler in _mlflow_handlers(handlers):
         if keep_open:
             handler.close_on_complete = False

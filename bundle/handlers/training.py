@@ -108,3 +108,19 @@ def log_best_model(evaluator: Engine, ckpt_path: str | os.PathLike, output_dir: 
         )
     logging.getLogger(__name__).info(line)
     return line
+
+
+def finish_training(
+    evaluator: Engine, summary_writer: Any, ckpt_path: str | os.PathLike, output_dir: str | os.PathLike
+) -> str | None:
+    """The end of a training run (``finalize``): close the TensorBoard writer, log the last line
+    (:func:`log_best_model`) on rank 0 and leave the torchrun process group, if any."""
+    import torch.distributed as dist
+
+    if summary_writer is not None:
+        summary_writer.close()
+    distributed = dist.is_available() and dist.is_initialized()
+    line = log_best_model(evaluator, ckpt_path, output_dir) if not distributed or dist.get_rank() == 0 else None
+    if distributed:
+        dist.destroy_process_group()
+    return line

@@ -140,6 +140,11 @@ class PredictionWriter(MCCollector):
     ``run_inputs`` (the hashes of checkpoint, calibration and datalist and the settings that decide the numbers,
     ``run_inputs`` in ``configs/inference.json``) go to ``run.json``, by which a later ``evaluating`` run knows these
     predictions are its own. All files of a run replace the previous ones together (:func:`bundle.io.staged_outputs`).
+
+    After a run the writer holds what it wrote, typed (numbers as numbers, empty cells None), not spreadsheet-escaped:
+    ``rows`` (``predictions.csv``), ``records`` (each ``patients/<id>.json``: the row plus ``true_sbr_*``,
+    ``mc_samples`` and ``intervals``), ``report_files`` (each record's ``patients/<id>.png``, None with ``reports``
+    off) and ``error_rows`` (``errors.csv``), so that callers in the same process need not read the files back.
     """
 
     def __init__(
@@ -156,7 +161,14 @@ class PredictionWriter(MCCollector):
         self.errors = errors
         self.keep_images = reports
         self.run_inputs = dict(run_inputs or {})
+
+    def reset(self) -> None:
+        """Forget the cases and the outputs of a previous run."""
+        super().reset()
         self.rows: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []
+        self.report_files: list[Path | None] = []
+        self.error_rows: list[dict[str, str]] = []
 
     def completed(self, engine: Engine) -> None:
         samples = self.sample_array()
@@ -177,16 +189,13 @@ class PredictionWriter(MCCollector):
                 logger.error("skipping case: %s", err)
                 errors.append({"id": case_id, "error": str(err)})
         self.rows = [self._row(i, summary, deterministic) for i, _ in cases]
+        n_samples = int(samples.shape[0])
+        self.records = [self._record(i, row, n_samples) for (i, _), row in zip(cases, self.rows, strict=True)]
+        self.error_rows = errors
+        self.report_files = [self.output_dir / "patients" / f"{stem}.png" if self.keep_images else None
+                             for _, stem in cases]  # fmt: skip
         with staged_outputs(self.output_dir) as staging:
-            for (i, stem), row in zip(cases, self.rows, strict=True):
-                truth = self.truths[i]
-                record = {
-                    **row,
-                    "true_sbr_right": None if truth is None else float(truth[0]),
-                    "true_sbr_left": None if truth is None else float(truth[1]),
-                    "mc_samples": 0 if deterministic else int(samples.shape[0]),
-                    "intervals": None if deterministic else s.as_dict(),
-                }
+            for (i, stem), record in zip(cases, self.records, strict=True):
                 write_json(inside(staging, "patients", f"{stem}.json"), record)
                 if self.keep_images:
                     patient_report(self.images[i], record, inside(staging, "patients", f"{stem}.png"))
@@ -199,6 +208,14 @@ class PredictionWriter(MCCollector):
             f"wrote {len(self.rows)} predictions ({kind}) and {len(errors)} errors -> "
             f"{self.output_dir / 'predictions.csv'}, errors.csv{', patients/' if cases else ''}"
         )
+
+    def _record(self, i: int, row: Mapping[str, Any], n_samples: int) -> dict[str, Any]:
+        """Case ``i``'s ``patients/<id>.json``: its row, the measured SBRs (None if unknown), the interval settings."""
+        truth, deterministic = self.truths[i], n_samples == 1
+        return {**row, "true_sbr_right": None if truth is None else float(truth[0]),
+                "true_sbr_left": None if truth is None else float(truth[1]),
+                "mc_samples": 0 if deterministic else n_samples,
+                "intervals": None if deterministic else self.intervals.as_dict()}  # fmt: skip
 
     def _row(self, i: int, summary: MCSummary, deterministic: bool) -> dict[str, Any]:
         right, left = float(summary.mean_r[i]), float(summary.mean_l[i])

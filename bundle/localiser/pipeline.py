@@ -33,7 +33,7 @@ from bundle.localiser.model import (
     implausibility,
     mirror_averaged,
 )
-from bundle.workflows.checkpoints import load_network, recorded_network
+from bundle.workflows.checkpoints import read_checkpoint
 
 __all__ = ["CENTROID_COLUMNS", "LocalisationError", "locate", "CentroidWriter", "AutoCentroidsd", "auto_centroids"]
 
@@ -223,7 +223,8 @@ def auto_centroids(
     path = Path(localiser_path)
     if not path.is_file():
         return AutoCentroidsd(None, lambda d: d, sliding_window((16, 16, 16)), limits, device)
-    network = load_network(NigrosomeLocaliser(**recorded_network(path)), path, device)
+    trained = read_checkpoint(path)
+    network = trained.load_into(NigrosomeLocaliser(**trained.network_args()), device)
     preprocessing = Compose(localiser_loading(network.spacing, dicom_reader))
     return AutoCentroidsd(mirror_averaged(network, mirror_average), preprocessing, sliding_window(network.roi), limits,
                           device)  # fmt: skip

@@ -3,33 +3,38 @@ symmetric MC dropout, intervals and report as ``python -m monai.bundle run infer
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import bundle
 from bundle.constants import ABNORMAL_SBR, SIDES
-from bundle.io import unescape_cell, write_json
+from bundle.io import write_json
+from bundle.resources import bundle_root as default_bundle_root
 
-__all__ = ["BUNDLE_ROOT", "CaseFailed", "CasePrediction", "predict_case", "localise_case", "default_checkpoint"]
+if TYPE_CHECKING:
+    from monai.bundle import ConfigParser
 
-BUNDLE_ROOT = Path(bundle.__file__).resolve().parents[1]
-"""The bundle's root folder (configs/, models/), found from the installed package."""
+    from bundle.handlers.writers import PredictionWriter
+
+__all__ = ["CaseFailed", "CasePrediction", "predict_case", "localise_case", "default_checkpoint"]
+
+WRITER_ID = "prediction_writer"
+"""Config id of the inference workflow's :class:`~bundle.handlers.writers.PredictionWriter`; without it, the first
+``PredictionWriter`` of ``handlers``."""
 
 
 class CaseFailed(RuntimeError):
-    """The case could not be predicted; the message is the one-line error of ``errors.csv``."""
+    """The case could not be predicted; the message is its one-line error (its row of ``errors.csv``)."""
 
 
 @dataclass(frozen=True)
 class CasePrediction:
-    """One patient's result: ``record`` is the row of ``predictions.csv`` (numbers typed, empty cells None) updated
-    with ``patients/<id>.json`` (interval settings, ``mc_samples``), ``report_png`` the patient report (None with
-    ``reports`` off) and ``output_dir`` the inference run's folder."""
+    """One patient's result: ``record`` is every column of ``predictions.csv`` (numbers typed, empty cells None)
+    and the rest of ``patients/<id>.json`` (``true_sbr_*``, ``mc_samples``, interval settings), as the workflow's
+    writer holds them; ``report_png`` the patient report (None with ``reports`` off) and ``output_dir`` the inference
+    run's folder, where the files are written too."""
 
     record: dict[str, Any]
     report_png: Path | None
@@ -70,69 +75,76 @@ def predict_case(
     mc_samples: int = 100,
     config_files: Sequence[str | os.PathLike] = (),
     overrides: Mapping[str, Any] | None = None,
-    bundle_root: str | os.PathLike = BUNDLE_ROOT,
+    bundle_root: str | os.PathLike | None = None,
 ) -> CasePrediction:
     """Run the ``inference`` workflow on the one datalist ``case`` (``id``, ``image``, optional centroids; without
-    them the localiser finds them) with its outputs in ``output_dir`` and return the prediction.
+    them the localiser finds them) with its outputs in ``output_dir`` and return the prediction, taken from the
+    workflow's :class:`~bundle.handlers.writers.PredictionWriter` (its files are written, not read back).
+
+    ``bundle_root`` (default :func:`bundle.resources.bundle_root`) gives ``configs/`` and, without ``ckpt_path``,
+    ``models/``; an installed package has no models, so give ``ckpt_path`` and the ``localiser_path`` override.
 
     Raises:
         CaseFailed: with the case's one-line error when it could not be predicted.
     """
-    from monai.bundle import run
+    from monai.bundle import create_workflow
 
-    root, out = Path(bundle_root), Path(output_dir)
+    from bundle.evaluation.predictions import PREDICTION_COLUMNS
+
+    root, out = Path(bundle_root or default_bundle_root()), Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     datalist = out / "datalist.json"
     write_json(datalist, {"test": [dict(case)]})
-    run(
-        "inference", config_file=[str(root / "configs" / "inference.json"), *map(str, config_files)],
+    workflow = create_workflow(
+        config_file=[str(root / "configs" / "inference.json"), *map(str, config_files)], run_id="inference",
         meta_file=str(root / "configs" / "metadata.json"), logging_file=str(root / "configs" / "logging.conf"),
         bundle_root=str(root), datalist=str(datalist), dataset_dir=str(out), section="test", output_dir=str(out),
         ckpt_path=str(ckpt_path or default_checkpoint(root / "models")), mc_samples=mc_samples,
         **{"reports": True, **dict(overrides or {})},
     )  # fmt: skip
-    with (out / "errors.csv").open() as f:
-        errors = list(csv.DictReader(f))
-    if errors:
-        raise CaseFailed(errors[0]["error"])
-    with (out / "predictions.csv").open() as f:
-        (row,) = csv.DictReader(f)
-    record: dict[str, Any] = {key: _typed(value) for key, value in row.items()}
-    record["id"] = unescape_cell(row["id"])
-    record_files = sorted((out / "patients").glob("*.json"))
-    if record_files:
-        record |= json.loads(record_files[0].read_text())
-    report = record_files[0].with_suffix(".png") if record_files else None
+    workflow.run()
+    workflow.finalize()
+    writer = _prediction_writer(workflow.parser)
+    if writer.error_rows:
+        raise CaseFailed(writer.error_rows[0]["error"])
+    if len(writer.records) != 1:
+        raise CaseFailed(f"{case.get('id', '?')}: the inference run gave {len(writer.records)} predictions, not 1")
+    record = {**dict.fromkeys(PREDICTION_COLUMNS), **writer.records[0]}
+    report = writer.report_files[0]
     return CasePrediction(record, report if report and report.is_file() else None, out)
 
 
-def _typed(cell: str) -> Any:
-    """A ``predictions.csv`` cell as a number where it is one, None where it is empty."""
-    if cell == "":
-        return None
-    try:
-        number = float(cell)
-    except ValueError:
-        return cell
-    return int(number) if number.is_integer() and "." not in cell else number
+def _prediction_writer(parser: ConfigParser) -> PredictionWriter:
+    """The inference config's ``prediction_writer`` (:data:`WRITER_ID`), else the first ``PredictionWriter`` of its
+    ``handlers``, as the run instantiated it."""
+    from bundle.handlers.writers import PredictionWriter
+
+    if WRITER_ID in parser:
+        return parser.get_parsed_content(WRITER_ID)
+    found = [h for h in parser.get_parsed_content("handlers") if isinstance(h, PredictionWriter)]
+    if not found:
+        raise LookupError(f"the inference config has neither {WRITER_ID!r} nor a PredictionWriter in 'handlers'")
+    return found[0]
 
 
 def localise_case(
     case: Mapping[str, Any],
     overrides: Mapping[str, Any] | None = None,
-    bundle_root: str | os.PathLike = BUNDLE_ROOT,
+    bundle_root: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """``case`` with world centroids from the localiser exactly as the ``inference`` workflow configures it
-    (``auto_centroids`` of inference.json with ``overrides``: ``localiser_path``, ``plausibility``, mirror averaging).
+    (``auto_centroids`` of inference.json with ``overrides``: ``localiser_path``, ``plausibility``, mirror averaging);
+    ``bundle_root`` as in :func:`predict_case`.
 
     Raises:
         CaseFailed: with the one-line reason when the localiser's result is refused.
     """
     from monai.bundle import ConfigParser
 
+    root = Path(bundle_root or default_bundle_root())
     parser = ConfigParser()
-    parser.read_config(str(Path(bundle_root) / "configs" / "inference.json"))
-    parser.update({"bundle_root": str(bundle_root), **dict(overrides or {})})
+    parser.read_config(str(root / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(root), **dict(overrides or {})})
     try:
         return parser.get_parsed_content("auto_centroids")(dict(case))
     except ValueError as err:

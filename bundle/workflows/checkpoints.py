@@ -1,52 +1,61 @@
-"""Model weights and checkpoints: self-describing ``model.pt``, atomic checkpoint saving, safe weight loading.
+"""Trained model files: the self-describing ``model.pt`` and :class:`TrainedModel`, a checkpoint read once.
 
-- :class:`ModelRecord` makes ``model.pt`` a plain state dict that also records the bundle version and the network
-  configuration (in the state dict's ``_metadata``, which ``torch.load(weights_only=True)`` keeps).
-- :class:`CheckpointSaver` saves through Ignite's ``Checkpoint`` with an atomic ``DiskSaver`` (temporary file, then
-  rename): every epoch / iteration interval, or on a better key metric under a fixed file name.
-- :func:`recorded_network` reads that record back, so that the inference-side configs build the network the weights
-  were trained as; :func:`load_network` loads ``model.pt`` (``weights_only``) or a TorchScript ``model.ts`` and refuses
-  a ``network_def`` that contradicts the record.
+- :class:`ModelRecord` makes ``model.pt`` a plain state dict that also records the bundle version, the network
+  configuration and ``sbr_max`` (in the state dict's ``_metadata``, which ``torch.load(weights_only=True)`` keeps).
+- :func:`read_checkpoint` reads ``model.pt``, a full-state training checkpoint or a TorchScript ``model.ts`` once:
+  its weights, record and SHA-256. The :class:`TrainedModel` gives the network's arguments, loads the weights
+  strictly, refusing a ``network_def`` that contradicts the record, and refuses an ``sbr_max`` the weights were not
+  trained with.
+
+Saving checkpoints: :mod:`bundle.workflows.savers`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import logging
+import math
 import os
-import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver
+from ignite.handlers import Checkpoint
 from torch import nn
 
 import bundle
+from bundle.constants import DEFAULT_SBR_MAX
 
-__all__ = [
-    "ModelRecord",
-    "read_model_info",
-    "recorded_network",
-    "require_checkpoint",
-    "CheckpointSaver",
-    "load_network",
-]
+__all__ = ["ModelRecord", "TrainedModel", "read_checkpoint", "require_checkpoint"]
 
 INFO_KEY = "bundle"
+"""Key of the record in the state dict's ``_metadata[""]``."""
+EXPORT_FILES = ("inference.json", "metadata.json")
+"""Extra files of a TorchScript export (``scripts/export_torchscript.py``) that hold its record."""
+
+logger = logging.getLogger(__name__)
 
 
 class ModelRecord:
-    """``state_dict``/``load_state_dict`` of ``network`` whose state dict also records the bundle version and the
-    network configuration (``network.config()`` if it has one), so a checkpoint tells what it was trained as."""
+    """``state_dict``/``load_state_dict`` of ``network`` whose state dict also records the bundle version, the network
+    configuration (``network.config()`` if it has one) and, when given, ``sbr_max`` (the normalisation of the
+    targets), so a checkpoint tells what it was trained as. The weight keys are those of ``network``."""
 
-    def __init__(self, network: nn.Module) -> None:
+    def __init__(self, network: nn.Module, sbr_max: float | None = None) -> None:
         self.network = network
+        self.sbr_max = None if sbr_max is None else float(sbr_max)
 
     def info(self) -> dict[str, Any]:
         module = getattr(self.network, "module", self.network)
         config = module.config() if hasattr(module, "config") else {"class": type(module).__name__}
-        return {"bundle_version": bundle.__version__, "network": config}
+        info: dict[str, Any] = {"bundle_version": bundle.__version__, "network": config}
+        if self.sbr_max is not None:
+            info["sbr_max"] = self.sbr_max
+        return info
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = self.network.state_dict()
@@ -57,29 +66,6 @@ class ModelRecord:
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         self.network.load_state_dict(state)
-
-
-def read_model_info(state: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The record written by :class:`ModelRecord` from a loaded state dict, or None for a plain one."""
-    metadata = getattr(state, "_metadata", None) or {}
-    return metadata.get("", {}).get(INFO_KEY)
-
-
-def recorded_network(ckpt_path: str | os.PathLike) -> dict[str, Any]:
-    """The network configuration that ``model.pt`` at ``ckpt_path`` records (its constructor arguments, e.g.
-    ``{"channels": [16, 32, 64, 128], "dropout": 0.2, ...}``), or ``{}`` when there is none to read: no file yet, a
-    TorchScript file, a plain state dict, or a file that does not load as weights (:func:`load_network` reports
-    those). The inference-side configs take every ``network_def`` argument from here unless it is overridden."""
-    path = Path(ckpt_path)
-    if not path.is_file() or path.suffix == ".ts":
-        return {}
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - reported with its reason by load_network
-        return {}
-    weights = state["model"] if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping) else state
-    info = read_model_info(weights) if isinstance(weights, Mapping) else None
-    return dict(info["network"]) if info and isinstance(info.get("network"), Mapping) else {}
 
 
 def require_checkpoint(ckpt_path: str | os.PathLike) -> Path:
@@ -100,115 +86,6 @@ def _conflicts(network: nn.Module, recorded: Mapping[str, Any]) -> list[str]:
     ]
 
 
-class _AtomicDiskSaver(DiskSaver):
-    """Ignite's ``DiskSaver`` in atomic mode, optionally under one fixed file name that is replaced, never removed
-    first (so a crash between two saves never leaves the folder without the file)."""
-
-    def __init__(self, dirname: str | os.PathLike, filename: str | None = None) -> None:
-        super().__init__(dirname, atomic=True, create_dir=True, require_empty=False)
-        self.filename = filename
-
-    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        super().__call__(checkpoint, self.filename or filename, metadata)
-
-    def remove(self, filename: str) -> None:
-        if self.filename is None:
-            super().remove(filename)
-
-
-class CheckpointSaver:
-    """Save ``save_dict`` with Ignite's ``Checkpoint`` and an atomic disk saver (MONAI's ``CheckpointSaver`` writes
-    in place: a crash during a save would leave a truncated file).
-
-    Two modes: with ``key_metric`` the engine's metric decides (the best ``n_saved`` are kept; with ``filename``
-    under that fixed name, e.g. ``model.pt``); otherwise every ``save_interval`` epochs (``epoch_level``) or
-    iterations, keeping the last ``n_saved``. :meth:`state_dict` / :meth:`load_state_dict` carry the record of saved
-    files across a resume (Ignite's public ``Checkpoint`` state).
-
-    Args:
-        save_dir: folder of the files.
-        save_dict: objects to save (one object: its state dict is the file, as ``model.pt``).
-        filename: fixed file name (key-metric mode with ``n_saved=1`` only).
-        key_metric: name of the engine metric to rank by; ``None`` for interval saving.
-        key_metric_negative_sign: rank by minus the metric (lower is better, e.g. a validation MAE).
-        epoch_level: interval counted in epochs (else iterations).
-        save_interval: interval of the interval mode.
-        n_saved: how many files to keep.
-    """
-
-    def __init__(
-        self,
-        save_dir: str | os.PathLike,
-        save_dict: Mapping[str, Any],
-        filename: str | None = None,
-        key_metric: str | None = None,
-        key_metric_negative_sign: bool = False,
-        epoch_level: bool = True,
-        save_interval: int = 1,
-        n_saved: int = 1,
-    ) -> None:
-        if filename is not None and (key_metric is None or n_saved != 1):
-            raise ValueError("a fixed filename needs key_metric and n_saved=1")
-        if key_metric is None and int(save_interval) < 1:
-            raise ValueError(f"save_interval must be >= 1, got {save_interval}")
-        self.save_dir = Path(save_dir)
-        self.key_metric = key_metric
-        self.sign = -1.0 if key_metric_negative_sign else 1.0
-        self.epoch_level = epoch_level
-        self.save_interval = int(save_interval)
-        if key_metric is not None:
-            score_function, score_name = self._score, "key_metric"
-        else:
-            score_function, score_name = self._step, "epoch" if epoch_level else "iteration"
-        self.checkpoint = Checkpoint(
-            to_save=dict(save_dict),
-            save_handler=_AtomicDiskSaver(save_dir, filename),
-            score_function=score_function,
-            score_name=score_name,
-            n_saved=n_saved,
-        )
-
-    def _score(self, engine: Engine) -> float:
-        return self.sign * float(engine.state.metrics[self.key_metric])
-
-    def _step(self, engine: Engine) -> int:
-        return engine.state.epoch if self.epoch_level else engine.state.iteration
-
-    def attach(self, engine: Engine) -> None:
-        if self.key_metric is not None:
-            engine.add_event_handler(Events.EPOCH_COMPLETED, self.checkpoint)
-        elif self.epoch_level:
-            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.checkpoint)
-        else:
-            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_interval), self.checkpoint)
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self.checkpoint.state_dict())
-
-    def adopt_existing(self) -> list[Path]:
-        """Take over the files that an earlier run of this interval saver left in ``save_dir`` (before a resume):
-        the newest ``n_saved`` enter its record, so that the next saves replace them by the usual policy, and the
-        older ones are deleted. Returns the deleted files. A key-metric saver's record comes from the training
-        state instead (:class:`~bundle.workflows.resume.TrainingState`)."""
-        if self.key_metric is not None:
-            return []
-        pattern = re.compile(rf"^(?:.*_)?{self.checkpoint.score_name}=(\d+)\.pt$")
-        found = sorted(
-            (int(match.group(1)), path)
-            for path in self.save_dir.glob("*.pt")
-            if (match := pattern.match(path.name)) is not None
-        )
-        n_saved = self.checkpoint.n_saved or len(found)
-        stale = [path for _, path in found[:-n_saved]] if len(found) > n_saved else []
-        for path in stale:
-            path.unlink()
-        self.checkpoint.load_state_dict({"_saved": [(score, path.name) for score, path in found[-n_saved:]]})
-        return stale
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.checkpoint.load_state_dict(state)
-
-
 def _mismatch(network: nn.Module, state: Mapping[str, Any]) -> str:
     """Which keys of ``state`` do not fit ``network``: missing, unexpected, shape mismatch (first four of each)."""
     own = network.state_dict()
@@ -222,34 +99,141 @@ def _mismatch(network: nn.Module, state: Mapping[str, Any]) -> str:
     )
 
 
-def load_network(network: nn.Module, ckpt_path: str | os.PathLike, device: torch.device | str) -> nn.Module:
-    """The weights of ``ckpt_path`` on ``device``, in eval mode.
+@dataclass(frozen=True, eq=False)
+class TrainedModel:
+    """A checkpoint file as :func:`read_checkpoint` read it.
 
-    ``*.ts`` (TorchScript from ``ckpt_export``) is loaded with ``torch.jit.load`` and replaces ``network``; anything
-    else is loaded with ``torch.load(weights_only=True)`` (a ``model.pt`` state dict, or a full-state training
-    checkpoint's ``model``) into ``network`` by Ignite's ``Checkpoint.load_objects`` (strict). A mismatch is a
-    one-line error naming the offending keys and, when ``model.pt`` records it, the network it was trained as; so is a
-    ``network_def`` whose arguments contradict that record (e.g. an explicit ``--network_def#channels`` override, or a
-    different dropout rate that the calibration was not made for).
+    Attributes:
+        path: the file.
+        sha256: hex digest of its bytes (as recorded in ``run.json``).
+        weights: its state dict (a full-state checkpoint's ``model``); None for TorchScript.
+        scripted: the TorchScript module (on the CPU) of a ``*.ts`` file; None otherwise.
+        network: the network's recorded constructor arguments; ``{}`` when there is no record.
+        sbr_max: the recorded ``sbr_max``, else :data:`~bundle.constants.DEFAULT_SBR_MAX`.
+        sbr_max_recorded: whether the file records ``sbr_max`` (bundle 0.9 and plain state dicts do not).
+        bundle_version: the bundle version that saved or exported it, when recorded.
+    """
+
+    path: Path
+    sha256: str
+    weights: Mapping[str, torch.Tensor] | None = None
+    scripted: torch.jit.ScriptModule | None = None
+    network: dict[str, Any] = field(default_factory=dict)
+    sbr_max: float = DEFAULT_SBR_MAX
+    sbr_max_recorded: bool = False
+    bundle_version: str | None = None
+
+    def network_args(self, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The constructor arguments the weights were trained with, over ``defaults``."""
+        return {**dict(defaults or {}), **self.network}
+
+    def load_into(self, network: nn.Module, device: torch.device | str) -> nn.Module:
+        """``network`` with these weights on ``device``, in eval mode; for TorchScript the scripted module instead.
+
+        Loaded strictly by Ignite's ``Checkpoint.load_objects``. A mismatch is a one-line ``ValueError`` naming the
+        offending keys and, when recorded, the network the weights were trained as; so is a ``network_def`` whose
+        arguments contradict the record (e.g. an explicit ``--network_def#channels`` override, or a different dropout
+        rate that the calibration was not made for).
+        """
+        if self.scripted is not None:
+            return self.scripted.to(device).eval()
+        if conflicts := _conflicts(network, self.network):
+            raise ValueError(
+                f"checkpoint {self.path} was trained with another network than network_def sets: "
+                f"{'; '.join(conflicts)}; drop the network_def override (the checkpoint's own record is used by "
+                "default)"
+            )
+        try:
+            Checkpoint.load_objects(to_load={"model": network}, checkpoint={"model": self.weights})
+        except (RuntimeError, KeyError, TypeError):
+            hint = f"it was trained as {self.network}" if self.network else "use the network_def of its training run"
+            problem = _mismatch(network, self.weights or {})
+            raise ValueError(f"checkpoint {self.path} does not fit network_def ({problem}); {hint}") from None
+        return network.to(device).eval()
+
+    def check_sbr_max(self, sbr_max: float | None = None) -> float:
+        """The ``sbr_max`` to use with these weights: the recorded one, which a given ``sbr_max`` must equal
+        (``ValueError`` otherwise); without a record, ``sbr_max`` or the default, said in one log line."""
+        if sbr_max is not None and (isinstance(sbr_max, bool) or not isinstance(sbr_max, (int, float)) or sbr_max <= 0):
+            raise ValueError(f"sbr_max must be a positive number, got {sbr_max!r}")
+        if self.sbr_max_recorded:
+            if sbr_max is not None and not math.isclose(float(sbr_max), self.sbr_max, rel_tol=1e-9):
+                raise ValueError(
+                    f"checkpoint {self.path} was trained with sbr_max {self.sbr_max}; --sbr_max {sbr_max} contradicts "
+                    "it (drop the override: inference takes it from the checkpoint)"
+                )
+            return self.sbr_max
+        value = DEFAULT_SBR_MAX if sbr_max is None else float(sbr_max)
+        origin = f"saved by bundle {self.bundle_version}" if self.bundle_version else "no bundle record"
+        using = "the default" if value == DEFAULT_SBR_MAX else "sbr_max"
+        logger.info("checkpoint %s records no sbr_max (%s): using %s %s", self.path, origin, using, value)
+        return value
+
+
+def _model_info(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The record written by :class:`ModelRecord` in a loaded state dict; ``{}`` for a plain one."""
+    metadata = getattr(state, "_metadata", None) or {}
+    info = metadata.get("", {}).get(INFO_KEY)
+    return dict(info) if isinstance(info, Mapping) else {}
+
+
+def _sbr_max(value: Any) -> dict[str, Any]:
+    """The ``sbr_max`` fields of :class:`TrainedModel` for a recorded value (None, or not a positive number: none)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return {}
+    return {"sbr_max": float(value), "sbr_max_recorded": True}
+
+
+def _json_object(data: bytes | str) -> dict[str, Any]:
+    try:
+        value = json.loads(data or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read_scripted(path: Path, data: bytes, digest: str) -> TrainedModel:
+    """A TorchScript file; its record is the config stored by the export (network arguments and ``sbr_max`` by
+    value) and the bundle's ``metadata.json``."""
+    extra: dict[str, Any] = dict.fromkeys(EXPORT_FILES, "")
+    try:
+        scripted = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
+    except Exception as err:  # not TorchScript, corrupt file
+        raise ValueError(f"checkpoint {path}: cannot be loaded as TorchScript ({type(err).__name__})") from None
+    config, meta = (_json_object(extra[name]) for name in EXPORT_FILES)
+    network_def = config.get("network_def") if isinstance(config.get("network_def"), dict) else {}
+    network = {
+        key: value
+        for key, value in network_def.items()
+        if not key.startswith("_") and not (isinstance(value, str) and value.startswith(("$", "@", "%")))
+    }
+    version = meta.get("version")
+    return TrainedModel(path, digest, scripted=scripted, network=network, **_sbr_max(config.get("sbr_max")),
+                        bundle_version=str(version) if version else None)  # fmt: skip
+
+
+def read_checkpoint(ckpt_path: str | os.PathLike) -> TrainedModel:
+    """Read the checkpoint at ``ckpt_path`` once: ``*.ts`` with ``torch.jit.load`` (on the CPU), anything else with
+    ``torch.load(weights_only=True)`` (a ``model.pt`` state dict, or a full-state training checkpoint's ``model``).
+
+    Raises:
+        FileNotFoundError: no such file (one line, :func:`require_checkpoint`).
+        ValueError: a file that does not load safely as weights (e.g. pickled code) or as TorchScript (one line).
     """
     path = require_checkpoint(ckpt_path)
+    data = path.read_bytes()  # one read: the hash and the weights come from the same bytes
+    digest = hashlib.sha256(data).hexdigest()
     if path.suffix == ".ts":
-        return torch.jit.load(str(path), map_location=device).eval()
+        return _read_scripted(path, data, digest)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # pickle refusal, corrupt file
         raise ValueError(f"checkpoint {path}: cannot be loaded safely as weights ({type(err).__name__})") from None
     weights = state["model"] if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping) else state
-    info = read_model_info(weights)
-    if info and (conflicts := _conflicts(network, info.get("network", {}))):
-        raise ValueError(
-            f"checkpoint {path} was trained with another network than network_def sets: {'; '.join(conflicts)}; "
-            "drop the network_def override (the checkpoint's own record is used by default)"
-        )
-    try:
-        Checkpoint.load_objects(to_load={"model": network}, checkpoint={"model": weights})
-    except (RuntimeError, KeyError, TypeError):
-        hint = f"it was trained as {info['network']}" if info else "use the network_def of its training run"
-        problem = _mismatch(network, weights)
-        raise ValueError(f"checkpoint {path} does not fit network_def ({problem}); {hint}") from None
-    return network.to(device).eval()
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"checkpoint {path}: holds no state dict but a {type(weights).__name__}")
+    info = _model_info(weights)
+    network = info.get("network")
+    version = info.get("bundle_version")
+    return TrainedModel(path, digest, weights=weights, network=dict(network) if isinstance(network, Mapping) else {},
+                        **_sbr_max(info.get("sbr_max")), bundle_version=str(version) if version else None)  # fmt: skip

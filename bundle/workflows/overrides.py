@@ -1,11 +1,15 @@
-"""Command-line overrides: read them as the bundle command line does, and refuse ids that no config defines.
+"""Command-line overrides: refuse ids that no config defines, and read ``true``/``false`` as booleans.
 
 ``python -m monai.bundle run`` accepts any ``--id value`` and *adds* an id it does not know, so a typo such as
-``--num_epoch 2`` is silently ignored and the run trains for the configured ``num_epochs``. :func:`unknown_override`
-compares every override id with the ids of the workflow's merged config files; :func:`check_command_line` runs that
-check on the process's own command line as the first step of every workflow. Deliberate new ids belong in an extra
-config file layered last (``--config_file "['configs/train.json','my_ids.json']"``), which makes them known.
-MONAI has no such check; this is written here.
+``--num_epoch 2`` is silently ignored and the run trains for the configured ``num_epochs``; and python-fire passes
+``--amp false`` on as the text ``'false'``. :class:`CheckedConfigWorkflow` is MONAI's ``ConfigWorkflow`` with both
+fixed: it is the one object that sees the config files and the overrides apart, so it compares every override id
+with the ids of the merged files (:func:`unknown_override`) and turns ``true``/``false`` text into a boolean where
+the files define a boolean (:func:`read_booleans`), before anything is built. ``python -m bundle run ...`` (the
+README's commands) runs it, as does MONAI's own command line given
+``--workflow_name bundle.workflows.overrides.CheckedConfigWorkflow``. Deliberate new ids belong in an extra config
+file layered last (``--config_file "['configs/train.json','my_ids.json']"``), which makes them known. MONAI has no
+such check; this is written here.
 """
 
 from __future__ import annotations
@@ -13,9 +17,7 @@ from __future__ import annotations
 import ast
 import difflib
 import inspect
-import sys
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from pydoc import locate
 from typing import Any
 
@@ -24,7 +26,9 @@ from monai.bundle.reference_resolver import ReferenceResolver
 from monai.bundle.utils import DEFAULT_MLFLOW_SETTINGS, ID_SEP_KEY
 from monai.bundle.workflows import ConfigWorkflow
 
-__all__ = ["parse_overrides", "command_line_overrides", "unknown_override", "check_command_line"]
+from bundle.workflows.preflight import stop
+
+__all__ = ["parse_overrides", "unknown_override", "read_booleans", "CheckedConfigWorkflow"]
 
 SPECIAL_KEYS = ("_target_", "_disabled_", "_requires_", "_desc_", "_mode_")
 """Keys MONAI's config parser reads on any component, whether the config file sets them or not."""
@@ -45,37 +49,6 @@ def _literal(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return {"true": True, "false": False}.get(text.lower(), text)
-
-
-def _workflow_arguments() -> set[str]:
-    """Names that ``monai.bundle run`` takes as its own arguments, not as config overrides."""
-    from monai.bundle.scripts import run
-
-    names = set(inspect.signature(run).parameters) | set(inspect.signature(ConfigWorkflow.__init__).parameters)
-    return (names | {"workflow_name"}) - {"self", "override"}
-
-
-def command_line_overrides(argv: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(run arguments, overrides) of a ``python -m monai.bundle run ...`` command line, or None for any other
-    command. Keys are read as python-fire reads them (``--key value``, ``--key=value``, ``--flag``); an
-    ``--args_file`` is read too, its keys counting as given."""
-    if len(argv) < 2 or Path(argv[0]).parts[-2:] != ("bundle", "__main__.py") or argv[1] != "run":
-        return None
-    given: dict[str, Any] = {}
-    tokens = list(argv[2:])
-    while tokens:
-        token = tokens.pop(0)
-        if not token.startswith("--"):
-            continue
-        key, sep, value = token[2:].partition("=")
-        if not sep:
-            value = tokens.pop(0) if tokens and not tokens[0].startswith("--") else "True"
-        given[key] = value
-    if given.get("args_file"):
-        given = {**ConfigParser.load_config_file(given["args_file"]), **given}
-    own = _workflow_arguments()
-    run_args = {k.replace("-", "_"): v for k, v in given.items() if k.replace("-", "_") in own}
-    return run_args, {k: v for k, v in given.items() if k.replace("-", "_") not in own}
 
 
 def _all_ids(config: Any, prefix: str = "") -> Iterator[str]:
@@ -130,17 +103,29 @@ def unknown_override(
     return None
 
 
-def _config_files(value: Any) -> list[str]:
-    """``--config_file`` as the command line gives it: one path or a list literal of paths."""
-    if isinstance(value, str) and value.strip().startswith("["):
-        return list(ast.literal_eval(value))
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+def read_booleans(config: ConfigParser, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` with each ``true``/``false``/``yes``/``no``/``on``/``off``/``1``/``0`` text turned into a boolean
+    where ``config`` (the merged files) holds a boolean under that id; other values unchanged."""
+    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+    read = dict(overrides)
+    for key, value in overrides.items():
+        normal = ReferenceResolver.normalize_id(key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and normal in config:
+            if isinstance(config.get(normal), bool) and str(value).strip().lower() in words:
+                read[key] = words[str(value).strip().lower()]
+    return read
 
 
-def check_command_line(argv: Sequence[str] | None = None) -> str | None:
-    """:func:`unknown_override` of this process's ``monai.bundle run`` command line (None for other commands)."""
-    parsed = command_line_overrides(sys.argv if argv is None else argv)
-    if parsed is None or not parsed[0].get("config_file"):
-        return None
-    run_args, overrides = parsed
-    return unknown_override(_config_files(run_args["config_file"]), overrides, run_args.get("tracking"))
+class CheckedConfigWorkflow(ConfigWorkflow):
+    """MONAI's ``ConfigWorkflow`` that refuses an override id no config file defines (one line, exit code 2) and
+    reads ``true``/``false`` overrides of boolean ids as booleans. Arguments: those of ``ConfigWorkflow``."""
+
+    def __init__(self, config_file: str | Sequence[str], tracking: Any = None, **kwargs: Any) -> None:
+        own = set(inspect.signature(ConfigWorkflow.__init__).parameters) - {"self", "override", "config_file"}
+        arguments = {key: value for key, value in kwargs.items() if key in own}
+        override = {key: value for key, value in kwargs.items() if key not in own}
+        if (problem := unknown_override(config_file, override, tracking)) is not None:
+            stop(problem)
+        files = ConfigParser()
+        files.read_config(f=config_file)
+        super().__init__(config_file, tracking=tracking, **arguments, **read_booleans(files, override))

@@ -1,8 +1,10 @@
 """Checks that run before any engine starts, and the way a workflow stops on bad input: one line, exit code 2.
 
-A workflow's datalist, arguments, output folder and calibration file are checked first; a problem ends the run with
-``error: <one line>`` as the last line of output and exit code 2 (:func:`stop`), instead of MONAI's wrapped
-traceback. Per-case input problems are not stopped here: inference records them in ``errors.csv`` and goes on.
+Each workflow's ``initialize`` runs one preflight component (:class:`TrainingPreflight`, :class:`InferencePreflight`):
+boolean settings, training settings, the output folders and their free disk, CPU heap reuse and the random seed, in
+that order. A problem ends the run with ``error: <one line>`` as the last line of output and exit code 2
+(:func:`stop`), instead of MONAI's wrapped traceback. Per-case input problems are not stopped here: inference records
+them in ``errors.csv`` and goes on.
 """
 
 from __future__ import annotations
@@ -13,19 +15,27 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from torch import nn
 
+from bundle.data.datalist import load_cases, resolve_datalist
 from bundle.data.readers import error_message
-from bundle.workflows import overrides
+from bundle.io import remove_stale_temporaries
+from bundle.workflows.memory import reuse_heap_memory
+from bundle.workflows.setup import mean_baseline_mae, rank_zero_first
 
 __all__ = [
     "stop",
     "or_exit",
-    "check_command_line",
+    "check_booleans",
+    "read_datalist",
+    "read_section",
+    "read_model",
+    "TrainingPreflight",
+    "InferencePreflight",
     "check_training_settings",
     "check_training_set",
     "check_output_dir",
@@ -63,11 +73,38 @@ def or_exit(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         stop(error_message(err))
 
 
-def check_command_line() -> None:
-    """Stop when an override id of this ``monai.bundle run`` command line is defined by none of its config files
-    (a typo such as ``--num_epoch 2`` would otherwise be ignored): the first step of every workflow."""
-    if (problem := overrides.check_command_line()) is not None:
-        stop(problem)
+def read_datalist(datalist: str | os.PathLike, bundle_root: str | os.PathLike = ".") -> str:
+    """The datalist's path (the demo cohort generated on first use, by rank 0 first under torchrun); a missing or
+    unreadable datalist :func:`stop` s the workflow."""
+    return or_exit(rank_zero_first, resolve_datalist, datalist, bundle_root)
+
+
+def read_section(
+    datalist_file: str | os.PathLike, section: str, dataset_dir: str | os.PathLike, validate: bool = False
+) -> list[dict[str, Any]]:
+    """The cases of one datalist section with absolute paths (``validate``: every case checked up front, as training
+    needs); a bad datalist :func:`stop` s the workflow with its one-line message."""
+    return or_exit(load_cases, datalist_file, section, dataset_dir, validate=validate)
+
+
+def read_model(ckpt_path: str | os.PathLike) -> Any:
+    """The checkpoint at ``ckpt_path``, read once (:func:`~bundle.workflows.checkpoints.read_checkpoint`); a missing
+    or unloadable file :func:`stop` s the workflow with its one-line message."""
+    from bundle.workflows.checkpoints import read_checkpoint
+
+    return or_exit(read_checkpoint, ckpt_path)
+
+
+def check_booleans(settings: Mapping[str, Any]) -> None:
+    """Stop on a boolean setting that is not a boolean. ``python -m bundle run`` reads ``true``/``false`` as
+    booleans (:class:`~bundle.workflows.overrides.CheckedConfigWorkflow`); plain ``python -m monai.bundle run`` passes
+    ``--amp false`` on as the text ``'false'``, which Python would take as true, so it is refused here."""
+    for name, value in settings.items():
+        if not isinstance(value, bool):
+            stop(
+                f"{name} must be true or false, got {value!r} (python -m bundle run reads true/false; "
+                f"python -m monai.bundle run needs --{name} True or --{name} False)"
+            )
 
 
 def check_training_settings(num_epochs: Any, batch_size: Any, learning_rate: Any) -> None:
@@ -119,3 +156,91 @@ def training_disk_mb(network: nn.Module, num_epochs: int, iterations_per_epoch: 
     checkpoints = params_mb * 3 * 3 + params_mb
     events = num_epochs * (EVENTS_MB_PER_EPOCH + EVENTS_MB_PER_ITERATION * iterations_per_epoch)
     return checkpoints + events
+
+
+class TrainingPreflight:
+    """Everything a training run checks and sets before its first step (``initialize``: :meth:`run`, then
+    :meth:`check_disk` once the network exists).
+
+    Args:
+        device: the training device (CPU: heap reuse, :func:`~bundle.workflows.memory.reuse_heap_memory`).
+        booleans: the run's boolean settings by name, checked by :func:`check_booleans`.
+        num_epochs, batch_size, learning_rate: checked before any data is read.
+        train_cases, val_cases: the two sections (at least one full batch; the training-mean reference MAE).
+        output_dir: TensorBoard events and full-state checkpoints.
+        ckpt_path: where the best model is saved (its folder must be writable).
+        seed: MONAI's ``set_determinism`` seed (with PyTorch's deterministic algorithms when ``booleans`` has
+            ``deterministic`` true).
+    """
+
+    def __init__(
+        self,
+        device: Any,
+        booleans: Mapping[str, Any],
+        num_epochs: Any,
+        batch_size: Any,
+        learning_rate: Any,
+        train_cases: Sequence[dict[str, Any]],
+        val_cases: Sequence[dict[str, Any]],
+        output_dir: str | os.PathLike,
+        ckpt_path: str | os.PathLike,
+        seed: int = 0,
+    ) -> None:
+        self.device, self.booleans, self.seed = device, dict(booleans), seed
+        self.settings = (num_epochs, batch_size, learning_rate)
+        self.train_cases, self.val_cases = train_cases, val_cases
+        self.output_dir, self.ckpt_path = output_dir, ckpt_path
+
+    def run(self) -> None:
+        from monai.utils import set_determinism
+
+        check_booleans(self.booleans)
+        check_training_settings(*self.settings)
+        check_training_set(len(self.train_cases), self.settings[1])
+        reuse_heap_memory(self.device)
+        set_determinism(seed=self.seed, use_deterministic_algorithms=self.booleans.get("deterministic") or None)
+        check_output_dir(os.path.dirname(os.path.abspath(self.ckpt_path)))
+        mean_baseline_mae(self.train_cases, self.val_cases)
+
+    def check_disk(self, network: nn.Module) -> None:
+        """Stop when the output folder lacks the disk this run writes (:func:`training_disk_mb`)."""
+        num_epochs, batch_size, _ = self.settings
+        check_output_dir(self.output_dir, training_disk_mb(network, num_epochs, len(self.train_cases) // batch_size))
+
+
+class InferencePreflight:
+    """What an inference-side run checks and sets before it reads any case (``initialize``: :meth:`run`).
+
+    Args:
+        device: the inference device (CPU: heap reuse).
+        booleans: the run's boolean settings by name, checked by :func:`check_booleans`.
+        output_dir: must be writable; temporaries of an interrupted earlier run are removed.
+        seed: MONAI's ``set_determinism`` seed (the MC dropout masks).
+        checkpoint: the run's checkpoint (:func:`read_model`: a missing or unloadable file stops the run before any
+            data is read); None when the run needs none.
+        sbr_max: the run's ``sbr_max``, which must be the one the checkpoint records (a contradicting override
+            stops the run in one line naming both values).
+    """
+
+    def __init__(
+        self,
+        device: Any,
+        booleans: Mapping[str, Any],
+        output_dir: str | os.PathLike,
+        seed: int = 0,
+        checkpoint: Any = None,
+        sbr_max: float | None = None,
+    ) -> None:
+        self.device, self.booleans, self.output_dir, self.seed = device, dict(booleans), output_dir, seed
+        self.checkpoint, self.sbr_max = checkpoint, sbr_max
+
+    def run(self) -> None:
+        from monai.utils import set_determinism
+
+        check_booleans(self.booleans)
+        if self.checkpoint is not None:
+            or_exit(self.checkpoint.check_sbr_max, self.sbr_max)
+        reuse_heap_memory(self.device)
+        check_output_dir(self.output_dir)
+        remove_stale_temporaries(self.output_dir)
+        set_determinism(seed=self.seed)

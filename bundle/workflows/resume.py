@@ -24,7 +24,7 @@ from ignite.handlers import Checkpoint
 from monai.transforms import Randomizable
 from torch.utils.data.distributed import DistributedSampler
 
-from bundle.workflows.checkpoints import CheckpointSaver
+from bundle.workflows.savers import AtomicCheckpointSaver
 
 __all__ = [
     "TrainingState",
@@ -75,7 +75,7 @@ class TrainingState:
     """
 
     def __init__(
-        self, transform: Any = None, evaluator: Engine | None = None, best_saver: CheckpointSaver | None = None
+        self, transform: Any = None, evaluator: Engine | None = None, best_saver: AtomicCheckpointSaver | None = None
     ) -> None:
         self.transforms = _random_transforms(transform) if transform is not None else []
         self.evaluator = evaluator
@@ -157,13 +157,14 @@ def resume_training(
     to_load: Mapping[str, Any],
     trainer: Engine,
     sampler: Any = None,
-    savers: Sequence[CheckpointSaver | None] = (),
+    savers: Sequence[AtomicCheckpointSaver | None] = (),
 ) -> Path | None:
     """Load the latest checkpoint of ``checkpoint_dir`` into ``to_load`` (model, optimizer, trainer, state)
     and make ``sampler`` skip the part of the interrupted epoch that was already trained. Says from where.
 
-    The interval ``savers`` take over the checkpoint files already there (:meth:`CheckpointSaver.adopt_existing`),
-    so that after the resume only the checkpoints their policy keeps remain.
+    The interval ``savers`` take over the checkpoint files already there
+    (:meth:`~bundle.workflows.savers.AtomicCheckpointSaver.adopt_existing`), so that after the resume only the
+    checkpoints their policy keeps remain.
 
     Exact (bit-identical to an uninterrupted run on CPU) with :class:`EpochSampler` and ``num_workers=0``; with
     another sampler (e.g. multi-GPU) a mid-epoch resume restarts the interrupted epoch's data order.

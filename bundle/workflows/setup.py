@@ -25,9 +25,11 @@ __all__ = [
     "CPUAutocast",
     "compile_features",
     "loader_workers",
+    "cache_workers",
     "mean_baseline_mae",
     "attach",
     "init_distributed",
+    "distributed_device",
     "rank_zero_first",
 ]
 
@@ -151,11 +153,16 @@ def compile_features(network: nn.Module) -> nn.Module:
     return network
 
 
-def loader_workers(device: torch.device | str) -> int:
+def loader_workers(device: torch.device | str, cache_device: torch.device | str = "cpu") -> int:
     """DataLoader workers: none on CPU (augmentation of cached patches is cheap, cores are better spent on
-    convolutions), up to 4 when a GPU does the maths."""
-    if torch.device(device).type == "cpu":
+    convolutions) or when the cache lives on the GPU (``cache_on_device``), up to 4 when a GPU does the maths."""
+    if torch.device(device).type == "cpu" or torch.device(cache_device).type == "cuda":
         return 0
+    return cache_workers()
+
+
+def cache_workers() -> int:
+    """Worker threads that fill a ``CacheDataset`` (up to 4)."""
     return min(4, os.cpu_count() or 1)
 
 
@@ -202,6 +209,14 @@ def init_distributed(device: torch.device | str) -> None:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     idist.sync()
+
+
+def distributed_device() -> torch.device:
+    """This torchrun process's device, ``cuda:LOCAL_RANK`` (else the CPU), once it has joined the process group
+    (:func:`init_distributed`); ``multi_gpu_train.json``'s ``device``, so the group exists before anything else."""
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    init_distributed(device)
+    return device
 
 
 def rank_zero_first(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
