@@ -6,7 +6,7 @@ workflows use.
 
 from __future__ import annotations
 
-__all__ = ["SIDES", "PATCH_SIZE", "TARGET_SPACING", "DEFAULT_SBR_MAX", "ABNORMAL_SBR", "side_index"]
+__all__ = ["SIDES", "PATCH_SIZE", "TARGET_SPACING", "DEFAULT_SBR_MAX", "MC_SAMPLES", "ABNORMAL_SBR", "side_index"]
 
 SIDES: tuple[str, str] = ("right", "left")
 """Order of the two sides everywhere: channels of a patch pair, columns of predictions and targets."""
@@ -22,6 +22,10 @@ DEFAULT_SBR_MAX: float = 6.84
 
 Also the divisor with which the original public release stores ``true_sbr`` in its ``.mat`` pairs. Configs set it
 as ``sbr_max``; everything that leaves inference is in SBR units."""
+
+MC_SAMPLES: int = 100
+"""Stochastic passes of symmetric MC dropout (Algorithm 1's n): every Python default; ``configs/inference.json``'s
+``mc_samples`` holds the same number (a test keeps the two equal)."""
 
 ABNORMAL_SBR: dict[str, float] = {"right": 3.401, "left": 3.345}
 """SBR below which a side is abnormal (positive) in the binary agreement of Table 4."""

@@ -55,7 +55,7 @@ from experiments import (  # noqa: E402
     thread_env,
 )
 
-from bundle.constants import SIDES  # noqa: E402
+from bundle.constants import MC_SAMPLES, SIDES  # noqa: E402
 from bundle.evaluation.predictions import (  # noqa: E402
     EvaluationData,
     load_truths,
@@ -116,7 +116,7 @@ class Settings:
     runs: list[tuple[str, str | None, int]]  # (run folder, datalist or None for the default, seed)
     common: dict[str, Any] = field(default_factory=dict)  # overrides for every workflow
     train: dict[str, Any] = field(default_factory=dict)  # overrides for training only
-    mc_samples: int = 100
+    mc_samples: int = MC_SAMPLES
     coverage: float = 0.95
     calibrate: bool = True
     configs: list[str] = field(default_factory=list)  # config files layered on every workflow

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from bundle.constants import MC_SAMPLES
 from bundle.io import write_json
 
 __all__ = [
@@ -141,7 +142,7 @@ def common_settings(args: argparse.Namespace, quick: Mapping[str, Any]) -> tuple
     ``quick`` supplies ``channels``, ``epochs`` and ``mc_samples`` defaults under ``--quick``."""
     channels = args.channels or (quick["channels"] if args.quick else None)
     epochs = args.epochs or (quick["epochs"] if args.quick else None)
-    mc_samples = args.mc_samples if args.mc_samples is not None else (quick["mc_samples"] if args.quick else 100)
+    mc_samples = args.mc_samples if args.mc_samples is not None else (quick["mc_samples"] if args.quick else MC_SAMPLES)
     common: dict[str, Any] = {}
     if channels:
         common["network_def#channels"] = list(channels)

@@ -22,7 +22,7 @@ with ``--split`` fractions (default 0.7 0.15 0.15), or with ``--kfold K`` (or a 
 Usage (from the repository root)::
 
     python scripts/make_datalist.py --images /data/smwi --csv cohort.csv --output /data/datalist.json
-    python -m monai.bundle run training --config_file configs/train.json \\
+    python -m bundle run training --config_file configs/train.json \\
         --datalist /data/datalist.json --dataset_dir /data/smwi
 """
 

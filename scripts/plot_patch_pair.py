@@ -39,7 +39,7 @@ def main() -> None:
     config.read_config(str(REPO / "configs" / "train.json"))
     datalist = resolve_datalist(args.datalist, REPO)
     case = load_cases(datalist, args.section)[args.index]
-    item = config.get_parsed_content("patch_pair", instantiate=True)(case)
+    item = config.get_parsed_content("validate#preprocessing", instantiate=True)(case)
     pair = item["image"].numpy()
     centre = tuple(s // 2 for s in pair.shape[1:])
 

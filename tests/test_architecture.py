@@ -61,7 +61,7 @@ def test_the_patch_pair_chain_is_written_only_in_its_class(tmp_path):
     for path in CONFIGS:
         assert not any(name in path.read_text() for name in chain), f"{path.name} restates the patch-pair chain"
     train, inference = _parser("train.json"), _inference(tmp_path)
-    for parser, name in ((train, "train#preprocessing"), (train, "patch_pair"), (inference, "preprocessing")):
+    for parser, name in ((train, "train#preprocessing"), (train, "validate#preprocessing"), (inference, "preprocessing")):
         assert isinstance(parser.get_parsed_content(name), NigralPatchPaird), name
 
 
@@ -69,7 +69,7 @@ def test_validation_and_inference_give_the_network_the_same_pair(tiny_cohort, tm
     case = json.loads((tiny_cohort / "datalist.json").read_text())["validation"][0]
     case = {**case, "image": str(tiny_cohort / case["image"])}
     inference = _inference(tmp_path)
-    validated = _parser("train.json").get_parsed_content("patch_pair")(dict(case))
+    validated = _parser("train.json").get_parsed_content("validate#preprocessing")(dict(case))
     inferred = inference.get_parsed_content("preprocessing")(dict(case))
     assert torch.equal(validated["image"], inferred["image"]) and torch.equal(validated["label"], inferred["label"])
     assert set(inferred) == {"id", "image", "label"}  # and centroid_source, which the localiser step adds
@@ -160,3 +160,12 @@ def test_inference_refuses_an_sbr_max_the_checkpoint_was_not_trained_with(tiny_c
     assert text_boolean.returncode == 2
     assert text_boolean.stderr.splitlines()[-1].startswith("error: amp must be true or false, got 'false'")
     assert not (tmp_path / "out" / "predictions.csv").exists()
+
+
+def test_config_defaults_equal_the_package_constants():
+    """The configs' user-facing defaults and the Python defaults are one number each."""
+    from bundle.constants import DEFAULT_SBR_MAX, MC_SAMPLES, PATCH_SIZE
+
+    inference, train = _parser("inference.json"), _parser("train.json")
+    assert inference.get("mc_samples") == MC_SAMPLES
+    assert train.get("sbr_max") == DEFAULT_SBR_MAX and tuple(train.get("patch_size")) == PATCH_SIZE

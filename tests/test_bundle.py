@@ -14,6 +14,7 @@ import bundle
 from bundle.data import LoadNigralPatchesd
 from bundle.data import datalist as datalist_module
 from bundle.method.networks import VGGRegressor3D
+from bundle.synthetic import smwi_cohort
 
 REQUIRED_METADATA = (
     "version",
@@ -177,7 +178,7 @@ def test_default_datalist_triggers_the_demo_cohort_and_others_must_exist(tmp_pat
         calls.append((out, field))
         return out / "datalist.json"
 
-    monkeypatch.setattr(datalist_module, "ensure_demo_cohort", fake)
+    monkeypatch.setattr(smwi_cohort, "ensure_demo_cohort", fake)
     demo = datalist_module.resolve_datalist(tmp_path / "data" / "demo" / "datalist.json", tmp_path)
     wide = datalist_module.resolve_datalist(tmp_path / "data" / "demo_wide" / "datalist.json", tmp_path)
     assert calls == [(tmp_path / "data" / "demo", "slab"), (tmp_path / "data" / "demo_wide", "wide")]

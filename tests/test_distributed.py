@@ -80,7 +80,7 @@ def _single_process_predictions(cohort: Path, state: dict) -> tuple[np.ndarray, 
     parser.read_config(str(REPO / "configs" / "train.json"))
     overrides = {"dataset_dir": str(cohort), "amp": False, "network_def#channels": CHANNELS}
     parser.update({**overrides, "device": "$torch.device('cpu')"})
-    preprocessing = parser.get_parsed_content("patch_pair")
+    preprocessing = parser.get_parsed_content("validate#preprocessing")
     data = [preprocessing(case) for case in parser.get_parsed_content("val_cases")]
     parser.get_parsed_content("network").load_state_dict(state, strict=True)
     paired = parser.get_parsed_content("paired_network").eval()  # wraps the same, now loaded, @network

@@ -85,7 +85,7 @@ def test_same_seed_same_intervals_and_deterministic_mode(trained, tiny_cohort, t
     # deterministic prediction = the eval-mode network on the preprocessed pair, times sbr_max
     parser = ConfigParser()
     parser.read_config(workflow_configs("inference"))
-    parser.update({"bundle_root": str(REPO), "dataset_dir": str(tiny_cohort), "network_def#channels": [4, 4, 4, 4]})
+    parser.update({"bundle_root": str(REPO), "dataset_dir": str(tiny_cohort), "ckpt_path": ckpt})  # its sbr_max
     preprocessing = parser.get_parsed_content("preprocessing")
     net = SymmetricRegressor(read_checkpoint(ckpt).load_into(VGGRegressor3D(channels=(4, 4, 4, 4)), "cpu"))
     cases = {c["id"]: c for c in load_cases(tiny_cohort / "datalist.json", "test", tiny_cohort)}

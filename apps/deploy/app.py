@@ -24,6 +24,7 @@ from monai.deploy.operators import DICOMDataLoaderOperator, DICOMSeriesSelectorO
 
 import bundle
 from apps.deploy.operators import SBRInferenceOperator, SBRReportWriterOperator
+from bundle.constants import MC_SAMPLES
 from bundle.resources import bundle_root
 
 __all__ = ["NigralSBRApp", "SELECTION_RULES", "main"]
@@ -61,7 +62,7 @@ class NigralSBRApp(Application):
         inference = SBRInferenceOperator(
             self, output_folder=output, models=models,
             centroids=json.loads(Path(centroids).read_text()) if centroids else None,
-            mc_samples=int(os.environ.get("NIGRAL_SBR_MC_SAMPLES", "100")), name="sbr_inference",
+            mc_samples=int(os.environ.get("NIGRAL_SBR_MC_SAMPLES", MC_SAMPLES)), name="sbr_inference",
             overrides={"inference_backend": os.environ.get("NIGRAL_SBR_BACKEND", "torch")},
         )  # fmt: skip
         writer = SBRReportWriterOperator(self, output_folder=output, name="sbr_report_writer")

@@ -4,7 +4,7 @@ The SDK's ``MonaiBundleInferenceOperator`` cannot serve this model: it feeds one
 ``preprocessing`` and calls ``model(input)``, while the SBR needs the two nigrosome-1 centroids (from the localiser
 or a side file), the mirrored patch pair of the paired network and ``mc_forward`` for the interval. So
 :class:`SBRInferenceOperator` runs the bundle's own ``inference`` workflow (the same code as
-``python -m monai.bundle run inference``) on the volume the SDK's series-to-volume operator made.
+``python -m bundle run inference``) on the volume the SDK's series-to-volume operator made.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from monai.deploy.core import Fragment, Image, Operator, OperatorSpec
 from PIL import Image as PILImage
 
 import bundle
+from bundle.constants import MC_SAMPLES
 from bundle.io import atomic_open, safe_file_stem, write_json
 from bundle.serving.case import CasePrediction, default_checkpoint, predict_case
 from bundle.serving.dicom_sr import write_sbr_report
@@ -68,7 +69,7 @@ class SBRInferenceOperator(Operator):
         output_folder: Path,
         models: Path,
         centroids: Mapping[str, Any] | None = None,
-        mc_samples: int = 100,
+        mc_samples: int = MC_SAMPLES,
         overrides: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:

@@ -18,6 +18,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
 
 import bundle  # noqa: E402
 from apps.label.sbr_task import SBRInferTask  # noqa: E402
+from bundle.constants import MC_SAMPLES  # noqa: E402
 from bundle.resources import bundle_root  # noqa: E402
 
 
@@ -26,7 +27,7 @@ class NigralSBRLabelApp(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.models = Path(conf.get("models", bundle_root() / "models"))
-        self.mc_samples = int(conf.get("mc_samples", 100))
+        self.mc_samples = int(conf.get("mc_samples", MC_SAMPLES))
         super().__init__(
             app_dir=app_dir, studies=studies, conf=conf, name="nigral-sbr", version=bundle.__version__,
             description="Striatal DaT SBR (right, left) with intervals from nigral SMWI - research use only",

@@ -2,7 +2,7 @@
 
 MONAI Label has no regression task type, and its ``BundleInferTask`` guesses a segmentation task, so this is a
 custom ``BasicInferTask``: ``LoadImaged`` reads the volume (its affine maps the clicks), :meth:`run_inferer` runs the
-bundle's own ``inference`` workflow on the image file (so the numbers are those of ``python -m monai.bundle run
+bundle's own ``inference`` workflow on the image file (so the numbers are those of ``python -m bundle run
 inference``), :class:`PatchBoxLabeld` draws the two patches as labels 1 (right) and 2 (left), and :meth:`writer`
 returns the label file and the JSON (both SBRs, intervals, abnormal flags, centroids). No inverse transforms run:
 the label is drawn on the grid of the file as stored.
@@ -24,7 +24,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 import bundle
-from bundle.constants import PATCH_SIZE, SIDES, TARGET_SPACING
+from bundle.constants import MC_SAMPLES, PATCH_SIZE, SIDES, TARGET_SPACING
 from bundle.localiser.centroids import voxel_to_world, world_to_voxel
 from bundle.resources import bundle_root
 from bundle.serving.case import CaseFailed, default_checkpoint, localise_case, predict_case
@@ -95,7 +95,7 @@ class SBRInferTask(BasicInferTask):
     def __init__(
         self,
         models: str | os.PathLike | None = None,
-        mc_samples: int = 100,
+        mc_samples: int = MC_SAMPLES,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.models = Path(models) if models else bundle_root() / "models"

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bundle.synthetic.smwi_cohort import ensure_demo_cohort
-
 __all__ = [
     "DEMO_SUBDIR",
     "WIDE_DEMO_SUBDIR",
@@ -67,7 +65,9 @@ def resolve_datalist(datalist: str | os.PathLike, bundle_root: str | os.PathLike
         if path.resolve().parent == demo_dir.resolve() and path.name == "datalist.json":
             if not path.is_file():
                 logger.info("no datalist at %s: generating the synthetic %s demo cohort there (one-off)", path, field)
-            return str(ensure_demo_cohort(demo_dir, field=field))  # also replaces a cohort of an older generator
+            from bundle.synthetic import smwi_cohort  # the generator, imported on first use only
+
+            return str(smwi_cohort.ensure_demo_cohort(demo_dir, field=field))  # also replaces an older generator's
     if path.is_file():
         return str(path)
     raise FileNotFoundError(f"datalist not found: {path}")

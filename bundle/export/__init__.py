@@ -1,2 +1,2 @@
-"""The network in other runtimes: TorchScript and ONNX files that record their config, and the OpenVINO features
-backend of CPU inference."""
+"""The trained network as files for other runtimes: TorchScript and ONNX, each recording its config and ``sbr_max``
+(the OpenVINO backend of CPU inference is part of ``bundle.workflows``)."""

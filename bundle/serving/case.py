@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bundle.constants import ABNORMAL_SBR, SIDES
+from bundle.constants import ABNORMAL_SBR, MC_SAMPLES, SIDES
 from bundle.io import write_json
 from bundle.resources import bundle_root as default_bundle_root
 
@@ -72,7 +72,7 @@ def predict_case(
     case: Mapping[str, Any],
     output_dir: str | os.PathLike,
     ckpt_path: str | os.PathLike | None = None,
-    mc_samples: int = 100,
+    mc_samples: int = MC_SAMPLES,
     config_files: Sequence[str | os.PathLike] = (),
     overrides: Mapping[str, Any] | None = None,
     bundle_root: str | os.PathLike | None = None,

@@ -105,7 +105,7 @@ class TrainedModel:
 
     Attributes:
         path: the file.
-        sha256: hex digest of its bytes (as recorded in ``run.json``).
+        sha256: hex digest of its bytes (as recorded in ``run.json``); None when there is no file yet.
         weights: its state dict (a full-state checkpoint's ``model``); None for TorchScript.
         scripted: the TorchScript module (on the CPU) of a ``*.ts`` file; None otherwise.
         network: the network's recorded constructor arguments; ``{}`` when there is no record.
@@ -115,7 +115,7 @@ class TrainedModel:
     """
 
     path: Path
-    sha256: str
+    sha256: str | None
     weights: Mapping[str, torch.Tensor] | None = None
     scripted: torch.jit.ScriptModule | None = None
     network: dict[str, Any] = field(default_factory=dict)
@@ -137,6 +137,9 @@ class TrainedModel:
         """
         if self.scripted is not None:
             return self.scripted.to(device).eval()
+        if self.weights is None:  # a record made without a file
+            require_checkpoint(self.path)
+            raise ValueError(f"checkpoint {self.path}: no weights were read")
         if conflicts := _conflicts(network, self.network):
             raise ValueError(
                 f"checkpoint {self.path} was trained with another network than network_def sets: "

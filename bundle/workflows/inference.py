@@ -12,6 +12,7 @@ from monai.inferers import Inferer
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from bundle.constants import MC_SAMPLES
 from bundle.data.readers import error_message
 
 __all__ = ["PreparedCases", "SymmetricMCInferer", "run_evaluator"]
@@ -56,7 +57,7 @@ class SymmetricMCInferer(Inferer):
     deterministic prediction (dropout off) as a single sample.
     """
 
-    def __init__(self, n_samples: int = 100, chunk_size: int = 16) -> None:
+    def __init__(self, n_samples: int = MC_SAMPLES, chunk_size: int = 16) -> None:
         super().__init__()
         if n_samples < 0:
             raise ValueError(f"mc_samples must be >= 0, got {n_samples}")

@@ -24,6 +24,7 @@ from torch import nn
 from bundle.data.datalist import load_cases, resolve_datalist
 from bundle.data.readers import error_message
 from bundle.io import remove_stale_temporaries
+from bundle.workflows.checkpoints import TrainedModel, read_checkpoint, require_checkpoint
 from bundle.workflows.memory import reuse_heap_memory
 from bundle.workflows.setup import mean_baseline_mae, rank_zero_first
 
@@ -88,10 +89,12 @@ def read_section(
 
 
 def read_model(ckpt_path: str | os.PathLike) -> Any:
-    """The checkpoint at ``ckpt_path``, read once (:func:`~bundle.workflows.checkpoints.read_checkpoint`); a missing
-    or unloadable file :func:`stop` s the workflow with its one-line message."""
-    from bundle.workflows.checkpoints import read_checkpoint
-
+    """The checkpoint at ``ckpt_path``, read once (:func:`~bundle.workflows.checkpoints.read_checkpoint`); an
+    unloadable file :func:`stop` s the workflow with its one-line message. No file yet gives an empty record (the
+    ``network_def`` defaults, so MONAI tools such as ``verify_net_in_out`` build the network without weights), which
+    :class:`InferencePreflight` refuses before any data is read."""
+    if not Path(ckpt_path).is_file():
+        return TrainedModel(Path(ckpt_path), sha256=None)
     return or_exit(read_checkpoint, ckpt_path)
 
 
@@ -239,6 +242,7 @@ class InferencePreflight:
 
         check_booleans(self.booleans)
         if self.checkpoint is not None:
+            or_exit(require_checkpoint, self.checkpoint.path)
             or_exit(self.checkpoint.check_sbr_max, self.sbr_max)
         reuse_heap_memory(self.device)
         check_output_dir(self.output_dir)

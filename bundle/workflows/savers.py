@@ -62,23 +62,38 @@ class AtomicCheckpointSaver(CheckpointSaver):
         save_dir: folder of the files.
         save_dict: objects to save (one object: its state dict is the file, as ``model.pt``).
         final_filename: fixed name of the final checkpoint (``save_final``).
-        key_metric_filename: fixed name of the best checkpoint (``save_key_metric``, ``key_metric_n_saved=1``).
-        kwargs: MONAI's other arguments: ``name``, ``file_prefix``, ``save_final``, ``save_key_metric``,
-            ``key_metric_name``, ``key_metric_n_saved``, ``key_metric_save_state``, ``key_metric_greater_or_equal``,
-            ``key_metric_negative_sign``, ``epoch_level``, ``save_interval``, ``n_saved``.
+        key_metric_filename: fixed name of the best checkpoint (``save_key_metric`` with ``key_metric_n_saved=1``).
+        The others: as MONAI's (``save_key_metric``/``key_metric_name``/``key_metric_negative_sign``: keep the best by
+        an engine metric; ``save_interval``/``epoch_level``/``n_saved``: keep the last ``n_saved`` of an interval).
     """
 
     def __init__(
         self,
         save_dir: str | os.PathLike,
         save_dict: Mapping[str, Any],
-        *,
+        name: str | None = None,
+        file_prefix: str = "",
+        save_final: bool = False,
         final_filename: str | None = None,
+        save_key_metric: bool = False,
+        key_metric_name: str | None = None,
+        key_metric_n_saved: int = 1,
         key_metric_filename: str | None = None,
-        **kwargs: Any,
+        key_metric_save_state: bool = False,
+        key_metric_greater_or_equal: bool = False,
+        key_metric_negative_sign: bool = False,
+        epoch_level: bool = True,
+        save_interval: int = 0,
+        n_saved: int | None = None,
     ) -> None:
-        super().__init__(str(save_dir), dict(save_dict), final_filename=final_filename,
-                         key_metric_filename=key_metric_filename, **kwargs)  # fmt: skip
+        super().__init__(
+            str(save_dir), dict(save_dict), name=name, file_prefix=file_prefix, save_final=save_final,
+            final_filename=final_filename, save_key_metric=save_key_metric, key_metric_name=key_metric_name,
+            key_metric_n_saved=key_metric_n_saved, key_metric_filename=key_metric_filename,
+            key_metric_save_state=key_metric_save_state, key_metric_greater_or_equal=key_metric_greater_or_equal,
+            key_metric_negative_sign=key_metric_negative_sign, epoch_level=epoch_level, save_interval=save_interval,
+            n_saved=n_saved,
+        )  # fmt: skip
         fixed_names = {
             "_final_checkpoint": final_filename,
             "_key_metric_checkpoint": key_metric_filename,

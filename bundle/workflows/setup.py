@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bundle.export.openvino import BACKENDS, openvino_features
+from bundle.workflows.openvino import BACKENDS, openvino_features
 
 __all__ = [
     "flag",
@@ -99,7 +99,7 @@ def prepare_network(
     shape (see docs/performance.md). Training compiles through the trainer's own ``compile`` option instead.
 
     With ``inference`` and ``backend="openvino"`` (CPU only), the features run through OpenVINO instead
-    (:mod:`bundle.export.openvino`, bf16 where the CPU supports it; ``patch_size`` gives the input shape);
+    (:mod:`bundle.workflows.openvino`, bf16 where the CPU supports it; ``patch_size`` gives the input shape);
     ``amp`` and ``compile`` then do not apply to them.
     """
     if backend not in BACKENDS:
