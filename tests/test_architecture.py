@@ -61,7 +61,11 @@ def test_the_patch_pair_chain_is_written_only_in_its_class(tmp_path):
     for path in CONFIGS:
         assert not any(name in path.read_text() for name in chain), f"{path.name} restates the patch-pair chain"
     train, inference = _parser("train.json"), _inference(tmp_path)
-    for parser, name in ((train, "train#preprocessing"), (train, "validate#preprocessing"), (inference, "preprocessing")):
+    for parser, name in (
+        (train, "train#preprocessing"),
+        (train, "validate#preprocessing"),
+        (inference, "preprocessing"),
+    ):
         assert isinstance(parser.get_parsed_content(name), NigralPatchPaird), name
 
 

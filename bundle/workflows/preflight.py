@@ -220,7 +220,7 @@ class InferencePreflight:
         output_dir: must be writable; temporaries of an interrupted earlier run are removed.
         seed: MONAI's ``set_determinism`` seed (the MC dropout masks).
         checkpoint: the run's checkpoint (:func:`read_model`: a missing or unloadable file stops the run before any
-            data is read); None when the run needs none.
+            data is read, unless ``booleans`` has ``run_inference`` false); None when the run needs none.
         sbr_max: the run's ``sbr_max``, which must be the one the checkpoint records (a contradicting override
             stops the run in one line naming both values).
     """
@@ -241,7 +241,7 @@ class InferencePreflight:
         from monai.utils import set_determinism
 
         check_booleans(self.booleans)
-        if self.checkpoint is not None:
+        if self.checkpoint is not None and self.booleans.get("run_inference", True):
             or_exit(require_checkpoint, self.checkpoint.path)
             or_exit(self.checkpoint.check_sbr_max, self.sbr_max)
         reuse_heap_memory(self.device)

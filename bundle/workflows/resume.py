@@ -31,6 +31,7 @@ __all__ = [
     "EpochSampler",
     "latest_checkpoint",
     "resume_training",
+    "start_training",
     "NonFiniteLossGuard",
 ]
 
@@ -190,6 +191,23 @@ def resume_training(
         path.name, iteration // epoch_length + (1 if done_in_epoch else 0), iteration, done_in_epoch, epoch_length,
     )  # fmt: skip
     return path
+
+
+def start_training(
+    trainer: Engine,
+    savers: Sequence[AtomicCheckpointSaver | None],
+    resume: bool,
+    checkpoint_dir: str | os.PathLike,
+    to_load: Mapping[str, Any],
+    sampler: Any = None,
+) -> Path | None:
+    """The last step before the first iteration (``initialize``): attach the full-state ``savers`` to ``trainer``
+    (they reference the trainer, so they cannot sit in its own handler list) and, with ``resume``, continue from the
+    latest checkpoint of ``checkpoint_dir`` (:func:`resume_training`). Returns the checkpoint resumed from."""
+    for saver in savers:
+        if saver is not None:
+            saver.attach(trainer)
+    return resume_training(checkpoint_dir, to_load, trainer, sampler, savers) if resume else None
 
 
 class NonFiniteLossGuard:

@@ -27,7 +27,6 @@ __all__ = [
     "loader_workers",
     "cache_workers",
     "mean_baseline_mae",
-    "attach",
     "init_distributed",
     "distributed_device",
     "rank_zero_first",
@@ -183,17 +182,6 @@ def mean_baseline_mae(train_cases: Sequence[dict[str, Any]], val_cases: Sequence
     value = float(np.mean(maes))
     logger.info("reference: predicting the training mean gives validation MAE %.4f (SBR units)", value)
     return value
-
-
-def attach(handlers: Sequence[Any], engine: Any) -> None:
-    """Attach ``handlers`` to ``engine``, skipping disabled (None) entries.
-
-    For handlers that reference the engine itself (e.g. full-state checkpoint savers), which therefore cannot be
-    listed in the engine's own handler list without a circular config reference.
-    """
-    for handler in handlers:
-        if handler is not None:
-            handler.attach(engine)
 
 
 def init_distributed(device: torch.device | str) -> None:
