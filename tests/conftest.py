@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthetic cohort generated once per test session."""
 
 import importlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 for _path in (REPO, REPO / "scripts"):  # the package, and the scripts' shared experiment runner (experiments.py)
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """A workflow run in-process applies configs/logging.conf, whose handler writes to that test's captured stdout;
+    it is removed afterwards, so that a later test's log line is not written to a closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
