@@ -161,10 +161,12 @@ def test_bf16_autocast_returns_float32_close_to_fp32():
     assert torch.allclose(out, ref, atol=2e-2 * ref.abs().max().item() + 1e-3)
 
 
-def test_table1_network_bf16_within_1_percent_of_fp32():
-    """The amp path (bf16 autocast + channels_last_3d) on the full-size network, on patch-like inputs."""
+def test_bf16_network_within_1_percent_of_fp32():
+    """The amp path (bf16 autocast + channels_last_3d) on patch-like inputs, on Table 1's network at a quarter of its
+    width: the same layers and depth, so the same numerics, in seconds where bf16 is only emulated (AVX2 without bf16:
+    the full width took 749 s there). The full-width check is ``scripts/benchmark.py``'s ``bf16_max_relative_error``."""
     torch.manual_seed(0)
-    regressor = VGGRegressor3D().eval()
+    regressor = VGGRegressor3D(channels=(16, 32, 64, 128)).eval()
     with torch.no_grad():
         regressor.fc.bias.fill_(0.45)  # a typical normalised SBR, so the tolerance is relative to a real output
     pair = torch.rand(2, 2, 50, 50, 20) * 0.4 + 0.8  # mean-normalised patches
