@@ -36,7 +36,9 @@ STRUCTURES = ("nigrosome", "nigra", "red_nucleus")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", default=str(REPO / "models" / "model.pt"), help="the symmetric regressor")
+    parser.add_argument(
+        "--ckpt_path", "--ckpt", dest="ckpt", default=str(REPO / "models" / "model.pt"), help="the symmetric regressor"
+    )
     parser.add_argument("--standard-ckpt", help="a single-side (standard) regressor to compare with")
     parser.add_argument("--standard-side", choices=SIDES, default="left", help="the side it was trained on")
     parser.add_argument("--dataset-dir", default=str(REPO / "data" / "demo"))

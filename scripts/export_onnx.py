@@ -44,7 +44,13 @@ def fail(message: str, code: int = 2) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", default=str(REPO / "models" / "model.pt"), help="trained weights (model.pt)")
+    parser.add_argument(
+        "--ckpt_path",
+        "--ckpt",
+        dest="ckpt",
+        default=str(REPO / "models" / "model.pt"),
+        help="trained weights (model.pt)",
+    )
     parser.add_argument("--out", "--filepath", dest="out", default=str(REPO / "models" / "model.onnx"),
                         help="ONNX file to write")  # fmt: skip
     parser.add_argument("--config_file", nargs="+", default=[str(REPO / "configs" / "inference.json")],

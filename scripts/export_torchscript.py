@@ -25,7 +25,13 @@ from bundle.workflows.overrides import parse_overrides  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", default=str(REPO / "models" / "model.pt"), help="trained weights (model.pt)")
+    parser.add_argument(
+        "--ckpt_path",
+        "--ckpt",
+        dest="ckpt",
+        default=str(REPO / "models" / "model.pt"),
+        help="trained weights (model.pt)",
+    )
     parser.add_argument("--filepath", default=str(REPO / "models" / "model.ts"), help="TorchScript file to write")
     parser.add_argument("--config_file", nargs="+", default=[str(REPO / "configs" / "inference.json")],
                         help="config files, layered in order (default configs/inference.json)")  # fmt: skip

@@ -176,7 +176,9 @@ def study_figure(errors: dict[str, dict[str, np.ndarray]], agreement: dict[str, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset-dir", default=str(REPO / "data" / "demo_wide"))
-    parser.add_argument("--ckpt", default=str(REPO / "models" / "model.pt"), help="the SBR regressor")
+    parser.add_argument(
+        "--ckpt_path", "--ckpt", dest="ckpt", default=str(REPO / "models" / "model.pt"), help="the SBR regressor"
+    )
     parser.add_argument("--localiser", default=str(REPO / "models" / "localiser.pt"))
     parser.add_argument("--section", default="test")
     parser.add_argument("--mc-samples", type=int, default=0, help="0: deterministic predictions (the point estimate)")

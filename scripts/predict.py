@@ -11,7 +11,11 @@ Usage (from the repository root)::
     python scripts/predict.py --image subject.nii.gz     # centroids from the localiser (models/localiser.pt)
     python scripts/predict.py --mat case.mat
     python scripts/predict.py --image dicom_folder/ --right 10.5 -18 -9 --left -11 -17.5 -9 --space world \\
-        --ckpt models/model.pt --mc-samples 100
+        --ckpt_path models/model.pt --mc_samples 100
+
+The options are named as the workflows' ids (``--ckpt_path``, ``--mc_samples``, ``--output_dir``; ``--ckpt``,
+``--mc-samples`` and ``--output-dir`` are accepted too); an override of an id this script sets itself (``--section``,
+``--datalist``, ``--dataset_dir``, ``--bundle_root``) is refused in one line.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bundle.constants import MC_SAMPLES  # noqa: E402
+from bundle.serving.case import SET_PER_CASE  # noqa: E402
 from bundle.workflows.overrides import parse_overrides, unknown_override  # noqa: E402
 
 
@@ -36,9 +42,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     parser.add_argument("--left", nargs=3, type=float, metavar=("X", "Y", "Z"), help="left nigrosome-1 centroid")
     parser.add_argument("--space", choices=("voxel", "world"), default="voxel", help="centroid coordinates")
     parser.add_argument("--id", default="patient", help="case id used in messages and outputs")
-    parser.add_argument("--ckpt", default=str(REPO / "models" / "model.pt"), help="model.pt or model.ts")
-    parser.add_argument("--mc-samples", type=int, default=100, help="0 gives a deterministic prediction")
-    parser.add_argument("--output-dir", help="keep the outputs (predictions.csv, patient JSON/PNG) here")
+    parser.add_argument("--ckpt_path", "--ckpt", default=str(REPO / "models" / "model.pt"), help="model.pt or model.ts")
+    parser.add_argument("--mc_samples", "--mc-samples", type=int, default=MC_SAMPLES, help="0: deterministic")
+    parser.add_argument(
+        "--output_dir", "--output-dir", help="keep the outputs (predictions.csv, patient JSON/PNG) here"
+    )
     parser.add_argument("--config_file", nargs="+", default=[], help="config files layered on inference.json")
     args, rest = parser.parse_known_args(argv)
     if args.image and (args.right is None) != (args.left is None):
@@ -49,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
         parser.error(str(err))
     if problem := unknown_override(config_files(args), overrides):
         parser.error(problem)
+    if clashes := sorted(SET_PER_CASE & set(overrides)):
+        parser.error(
+            f"{', '.join('--' + key for key in clashes)}: set by predict.py itself (one case), not an override"
+        )
     return args, overrides
 
 
@@ -74,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.output_dir) if args.output_dir else Path(tmp) / "out"
         try:
             prediction = predict_case(
-                case, out, args.ckpt, args.mc_samples, config_files(args)[1:], overrides, bundle_root=REPO
+                case, out, args.ckpt_path, args.mc_samples, config_files(args)[1:], overrides, bundle_root=REPO
             )
         except CaseFailed as err:
             print(f"error: {err}", file=sys.stderr)

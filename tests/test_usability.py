@@ -101,9 +101,14 @@ def test_every_workflow_builds_the_network_the_checkpoint_records(model, tiny_co
     assert case["centroid_space"] == "voxel"
     cmd = [sys.executable, "scripts/predict.py", "--image", str(tiny_cohort / case["image"]),
            "--right", *map(str, case["centroid_right"]), "--left", *map(str, case["centroid_left"]),
-           "--ckpt", ckpt, "--mc-samples", "0", "--output-dir", str(out / "predict"), "--amp", "false"]  # fmt: skip
+           "--ckpt_path", ckpt, "--mc_samples", "0", "--output_dir", str(out / "predict"),
+           "--amp", "false"]  # fmt: skip
     result = subprocess.run(cmd, cwd=REPO, env=bundle_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+    clash = subprocess.run([*cmd, "--section", "validation"], cwd=REPO, env=bundle_env(), capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert clash.returncode == 2
+    assert clash.stderr.splitlines()[-1].endswith("--section: set by predict.py itself (one case), not an override")
     predicted = read_rows(out / "predict" / "predictions.csv")[0]
     expected = next(r for r in read_rows(out / "deterministic" / "predictions.csv") if r["id"] == case["id"])
     for side in ("right", "left"):

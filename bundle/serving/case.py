@@ -68,6 +68,10 @@ def default_checkpoint(models: str | os.PathLike) -> Path:
     return models / "model.ts" if (models / "model.ts").is_file() else models / "model.pt"
 
 
+SET_PER_CASE = frozenset({"bundle_root", "datalist", "dataset_dir", "section", "output_dir", "ckpt_path", "mc_samples"})
+"""Config ids that :func:`predict_case` sets itself (its arguments and the one-case datalist); not overrides."""
+
+
 def predict_case(
     case: Mapping[str, Any],
     output_dir: str | os.PathLike,
@@ -86,8 +90,12 @@ def predict_case(
 
     Raises:
         CaseFailed: with the case's one-line error when it could not be predicted.
+        ValueError: an override of an id in :data:`SET_PER_CASE` (one line).
     """
     from monai.bundle import create_workflow
+
+    if clashes := sorted(SET_PER_CASE & set(overrides or {})):
+        raise ValueError(f"{', '.join(clashes)}: set per case by predict_case (its arguments), not an override")
 
     from bundle.evaluation.predictions import PREDICTION_COLUMNS
 
