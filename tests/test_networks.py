@@ -215,3 +215,24 @@ def test_compiled_inference_network_matches_eager():
         mc_compiled = compiled.mc_forward(pair, 20)
     torch.testing.assert_close(mc_compiled, mc_eager, rtol=1e-4, atol=1e-5)
     assert mc_compiled.std(dim=1).min() > 0  # dropout stays on in the MC samples
+
+
+@pytest.mark.parametrize(
+    ("cap", "allowed"),
+    [
+        ("", True),
+        ("ALL", True),
+        ("AVX2", False),
+        ("avx512_core", False),
+        ("AVX512_CORE_BF16", True),
+        ("AVX512_CORE_AMX", True),
+    ],
+)
+def test_a_oneDNN_isa_cap_below_bf16_means_float32_as_on_such_a_cpu(monkeypatch, cap, allowed):
+    """Forcing the AVX2 class on a newer CPU (ONEDNN_MAX_CPU_ISA) must give the float32 path a real AVX2 CPU takes."""
+    from bundle.workflows.cpu import bf16_allowed_by_isa_cap, cpu_supports_bf16
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert bf16_allowed_by_isa_cap() is allowed
+    if not allowed:
+        assert not cpu_supports_bf16() and autocast_dtype(True, "cpu") is None

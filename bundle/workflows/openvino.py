@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from bundle.workflows.cpu import bf16_allowed_by_isa_cap
+
 __all__ = ["BACKENDS", "openvino_precision", "openvino_features"]
 
 BACKENDS = ("torch", "openvino")
@@ -37,11 +39,12 @@ def _openvino() -> Any:
 
 
 def openvino_precision(requested: str = "auto") -> str:
-    """The inference precision hint: ``bf16`` where the CPU reports BF16 (AVX-512-BF16 or AMX), else ``f32``."""
+    """The inference precision hint: ``bf16`` where the CPU reports BF16 (AVX-512-BF16 or AMX) and no oneDNN ISA cap
+    removes it (:func:`~bundle.workflows.cpu.bf16_allowed_by_isa_cap`), else ``f32``."""
     if requested != "auto":
         return requested
     capabilities = _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    return "bf16" if "BF16" in capabilities else "f32"
+    return "bf16" if "BF16" in capabilities and bf16_allowed_by_isa_cap() else "f32"
 
 
 def openvino_features(network: nn.Module, patch_size: Sequence[int], precision: str = "auto") -> nn.Module:

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from bundle.workflows.cpu import cpu_supports_bf16
 from bundle.workflows.openvino import BACKENDS, openvino_features
 
 __all__ = [
@@ -42,11 +43,6 @@ def on_terminal() -> bool:
     return sys.stderr.isatty()
 
 
-def _cpu_supports_bf16() -> bool:
-    checker = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(checker()) if checker is not None else False
-
-
 def flag(value: bool | str | int) -> bool:
     """A boolean config value, also when given on the command line as ``true``/``false``/``yes``/``no``/``1``/``0``."""
     if isinstance(value, str):
@@ -64,7 +60,7 @@ def autocast_dtype(amp: bool, device: torch.device | str) -> torch.dtype | None:
     """
     if not amp or torch.device(device).type != "cpu":
         return None
-    if not _cpu_supports_bf16():
+    if not cpu_supports_bf16():
         logger.warning("amp requested but this CPU has no bf16 support: running in float32")
         return None
     return torch.bfloat16
