@@ -27,6 +27,7 @@ from monai.bundle.utils import DEFAULT_MLFLOW_SETTINGS, ID_SEP_KEY
 from monai.bundle.workflows import ConfigWorkflow
 
 from bundle.workflows.preflight import stop
+from bundle.workflows.setup import BOOLEAN_WORDS
 
 __all__ = ["parse_overrides", "unknown_override", "read_booleans", "CheckedConfigWorkflow"]
 
@@ -84,6 +85,11 @@ def unknown_override(
     ``tracking``) count as known."""
     parser = ConfigParser()
     parser.read_config(f=config_files)
+    return _unknown_in(parser, overrides, tracking)
+
+
+def _unknown_in(parser: ConfigParser, overrides: Mapping[str, Any], tracking: Any = None) -> str | None:
+    """:func:`unknown_override` against the already merged config files in ``parser``."""
     known = set(_all_ids(parser.get()))
     if tracking:
         settings = DEFAULT_MLFLOW_SETTINGS if tracking == "mlflow" else tracking
@@ -106,13 +112,12 @@ def unknown_override(
 def read_booleans(config: ConfigParser, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """``overrides`` with each ``true``/``false``/``yes``/``no``/``on``/``off``/``1``/``0`` text turned into a boolean
     where ``config`` (the merged files) holds a boolean under that id; other values unchanged."""
-    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
     read = dict(overrides)
     for key, value in overrides.items():
         normal = ReferenceResolver.normalize_id(key)
         if isinstance(value, (str, int)) and not isinstance(value, bool) and normal in config:
-            if isinstance(config.get(normal), bool) and str(value).strip().lower() in words:
-                read[key] = words[str(value).strip().lower()]
+            if isinstance(config.get(normal), bool) and str(value).strip().lower() in BOOLEAN_WORDS:
+                read[key] = BOOLEAN_WORDS[str(value).strip().lower()]
     return read
 
 
@@ -124,8 +129,8 @@ class CheckedConfigWorkflow(ConfigWorkflow):
         own = set(inspect.signature(ConfigWorkflow.__init__).parameters) - {"self", "override", "config_file"}
         arguments = {key: value for key, value in kwargs.items() if key in own}
         override = {key: value for key, value in kwargs.items() if key not in own}
-        if (problem := unknown_override(config_file, override, tracking)) is not None:
-            stop(problem)
-        files = ConfigParser()
+        files = ConfigParser()  # the files alone, read once for both checks
         files.read_config(f=config_file)
+        if (problem := _unknown_in(files, override, tracking)) is not None:
+            stop(problem)
         super().__init__(config_file, tracking=tracking, **arguments, **read_booleans(files, override))

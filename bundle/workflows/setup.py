@@ -18,6 +18,7 @@ from bundle.workflows.cpu import cpu_supports_bf16
 from bundle.workflows.openvino import BACKENDS, openvino_features
 
 __all__ = [
+    "BOOLEAN_WORDS",
     "flag",
     "on_terminal",
     "autocast_dtype",
@@ -43,13 +44,26 @@ def on_terminal() -> bool:
     return sys.stderr.isatty()
 
 
+BOOLEAN_WORDS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+"""Command-line words read as booleans (lower case)."""
+
+
 def flag(value: bool | str | int) -> bool:
     """A boolean config value, also when given on the command line as ``true``/``false``/``yes``/``no``/``1``/``0``."""
     if isinstance(value, str):
         lowered = value.strip().lower()
-        if lowered not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+        if lowered not in BOOLEAN_WORDS:
             raise ValueError(f"expected a boolean, got {value!r}")
-        return lowered in ("true", "yes", "on", "1")
+        return BOOLEAN_WORDS[lowered]
     return bool(value)
 
 
