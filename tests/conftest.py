@@ -15,6 +15,20 @@ for _path in (REPO, REPO / "scripts"):  # the package, and the scripts' shared e
         sys.path.insert(0, str(_path))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_inductor_cache(tmp_path_factory):
+    """torch.compile's code cache of this session only: inductor's default cache is shared by all of the user's
+    processes, also across ``ATEN_CPU_CAPABILITY`` / ``ONEDNN_MAX_CPU_ISA`` settings, and code compiled under
+    another setting gives wrong results (``bundle.workflows.cpu.emulated_isa_cache_warning``)."""
+    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("inductor"))
+    yield
+    if previous is None:
+        del os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    else:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
+
+
 @pytest.fixture(autouse=True)
 def _root_logging_restored():
     """A workflow run in-process applies configs/logging.conf, whose handler writes to that test's captured stdout;

@@ -236,3 +236,19 @@ def test_a_oneDNN_isa_cap_below_bf16_means_float32_as_on_such_a_cpu(monkeypatch,
     assert bf16_allowed_by_isa_cap() is allowed
     if not allowed:
         assert not cpu_supports_bf16() and autocast_dtype(True, "cpu") is None
+
+
+def test_compiling_under_an_emulated_cpu_class_asks_for_an_inductor_cache_of_its_own(monkeypatch):
+    """Forcing a CPU class while inductor's shared cache is in use is warned about (code compiled under the other
+    setting was reused and gave wrong features); a cache of its own, or no forcing, needs no warning."""
+    from bundle.workflows.cpu import emulated_isa_cache_warning
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert emulated_isa_cache_warning() is None
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    warning = emulated_isa_cache_warning()
+    assert warning is not None and "ATEN_CPU_CAPABILITY=avx2" in warning and "TORCHINDUCTOR_CACHE_DIR" in warning
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/own")
+    assert emulated_isa_cache_warning() is None

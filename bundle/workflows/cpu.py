@@ -11,7 +11,9 @@ import os
 
 import torch
 
-__all__ = ["cpu_supports_bf16", "bf16_allowed_by_isa_cap"]
+__all__ = ["cpu_supports_bf16", "bf16_allowed_by_isa_cap", "emulated_isa_cache_warning"]
+
+_ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 
 _BF16_ISA_MARKS = ("BF16", "AMX", "AVX10", "FP16", "VNNI_2")
 """oneDNN ISA names (``ONEDNN_MAX_CPU_ISA``) from which bf16 kernels exist: avx2_vnni_2, avx512_core_bf16,
@@ -28,3 +30,20 @@ def cpu_supports_bf16() -> bool:
     """Whether bf16 runs natively here: PyTorch's oneDNN says so and no ISA cap removes it."""
     checker = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(checker()) and bf16_allowed_by_isa_cap() if checker is not None else False
+
+
+def emulated_isa_cache_warning() -> str | None:
+    """A warning when a CPU class is emulated (``ATEN_CPU_CAPABILITY`` / ``ONEDNN_MAX_CPU_ISA`` set) while
+    ``torch.compile`` uses inductor's default on-disk cache, else None.
+
+    That cache is shared by every process of the user whatever the variables say: measured with PyTorch 2.13, a
+    frozen-weight compile cached under one setting and reused under the other gave wrong features or a glibc
+    ``malloc assertion`` abort. A real CPU of either class never mixes them; an emulation needs a cache of its own.
+    """
+    forced = [f"{name}={os.environ[name]}" for name in _ISA_VARIABLES if os.environ.get(name)]
+    if not forced or os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return None
+    return (
+        f"compile with {' '.join(forced)} and inductor's shared cache: code compiled under another CPU setting can be "
+        "reused and give wrong results; set TORCHINDUCTOR_CACHE_DIR to a folder used only with these variables"
+    )

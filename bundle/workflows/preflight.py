@@ -25,6 +25,7 @@ from bundle.data.datalist import load_cases, resolve_datalist
 from bundle.data.readers import error_message
 from bundle.io import remove_stale_temporaries
 from bundle.workflows.checkpoints import TrainedModel, read_checkpoint, require_checkpoint
+from bundle.workflows.cpu import emulated_isa_cache_warning
 from bundle.workflows.memory import reuse_heap_memory
 from bundle.workflows.setup import mean_baseline_mae, rank_zero_first
 
@@ -198,6 +199,8 @@ class TrainingPreflight:
         from monai.utils import set_determinism
 
         check_booleans(self.booleans)
+        if self.booleans.get("compile") and (warning := emulated_isa_cache_warning()):
+            logger.warning(warning)
         check_training_settings(*self.settings)
         check_training_set(len(self.train_cases), self.settings[1])
         reuse_heap_memory(self.device)

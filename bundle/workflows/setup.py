@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bundle.workflows.cpu import cpu_supports_bf16
+from bundle.workflows.cpu import cpu_supports_bf16, emulated_isa_cache_warning
 from bundle.workflows.openvino import BACKENDS, openvino_features
 
 __all__ = [
@@ -155,6 +155,8 @@ def compile_features(network: nn.Module) -> nn.Module:
         logger.warning("compile ignored: a TorchScript model is already compiled")
         return network
     network.eval()
+    if warning := emulated_isa_cache_warning():
+        logger.warning(warning)
     options = {"freezing": True}
     if not hasattr(network, "features"):
         return torch.compile(network, dynamic=False, options=options)
