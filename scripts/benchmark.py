@@ -50,10 +50,13 @@ def synchronize(device: torch.device) -> None:
 
 
 def paired_model(device: torch.device, amp: bool, inference: bool = False, compile: bool = False,
-                 backend: str = "torch") -> SymmetricRegressor:  # fmt: skip
-    """The Table-1 paired model as the bundle's training (or, with ``inference``, inference) configs build it."""
+                 backend: str = "torch", channels: Sequence[int] = (64, 128, 256, 512),
+                 standardise_input: bool = False) -> SymmetricRegressor:  # fmt: skip
+    """The paired model (Table 1 unless ``channels`` says otherwise) as the bundle's training (or, with
+    ``inference``, inference) configs build it."""
     torch.manual_seed(0)
-    net = prepare_network(VGGRegressor3D(), device, amp, inference=inference, compile=compile, backend=backend)
+    net = VGGRegressor3D(channels=channels, standardise_input=standardise_input)
+    net = prepare_network(net, device, amp, inference=inference, compile=compile, backend=backend)
     dtype = autocast_dtype(amp, device) if device.type == "cpu" else (cuda_amp_dtype() if amp else None)
     return SymmetricRegressor(net, autocast_dtype=dtype)
 
@@ -225,27 +228,38 @@ def openvino_installed() -> bool:
     return True
 
 
-def bench_peers(pairs_per_batch: int, repeats: int, compile: bool) -> tuple[dict[str, object], list[str]]:
-    """Patches/s of the bundle's CPU inference paths and of every peer runtime on the same batch, alternating; the
-    matrix-multiply peaks and each path's fraction of the bf16 peak."""
+def bench_peers(pairs_per_batch: int, repeats: int, compile: bool,
+                channels: Sequence[int] = (64, 128, 256, 512)) -> tuple[dict[str, object], list[str]]:  # fmt: skip
+    """Patches/s of the bundle's CPU inference backends (``torch``, ``openvino``; ``auto`` is one of them) and of
+    every peer runtime on the same batch of the network of ``channels``, alternating; the matrix-multiply peaks and
+    each path's fraction of the bf16 peak."""
     from benchmark_peers import conv_gflop_per_patch, matmul_gflops, peer_forwards
+
+    from bundle.workflows.openvino import resolve_backend
 
     cpu = torch.device("cpu")
     pairs = torch.rand(pairs_per_batch, 2, 50, 50, 20) + 0.5
     patches = pairs.reshape(-1, 1, 50, 50, 20)
     torch.manual_seed(0)
-    network = VGGRegressor3D()  # the weights paired_model() builds too
-    variants = {"infer_torch": infer_fn(paired_model(cpu, amp=True, inference=True).eval(), pairs)}
+    network = VGGRegressor3D(channels=channels)  # the weights paired_model() builds too
+    variants = {"infer_torch": infer_fn(paired_model(cpu, amp=True, inference=True, channels=channels).eval(), pairs)}
     if compile:
-        variants["infer_torch_compiled"] = infer_fn(paired_model(cpu, True, inference=True, compile=True), pairs)
+        variants["infer_torch_compiled"] = infer_fn(
+            paired_model(cpu, True, inference=True, compile=True, channels=channels), pairs
+        )
     if openvino_installed():
-        variants["infer_openvino"] = infer_fn(paired_model(cpu, True, inference=True, backend="openvino"), pairs)
+        variants["infer_openvino"] = infer_fn(
+            paired_model(cpu, True, inference=True, backend="openvino", channels=channels), pairs
+        )
     peers, notes = peer_forwards(network, patches)
     times = alternate({**variants, **peers}, repeats, cpu)
     result: dict[str, object] = {f"{name}_patches_per_s": patches.shape[0] / t for name, t in times.items()}
-    recommended = "infer_openvino" if "infer_openvino" in times else "infer_torch"
-    result["inference_backend_recommended"] = recommended.removeprefix("infer_")
-    result["infer_patches_per_s"] = result[f"{recommended}_patches_per_s"]
+    auto = resolve_backend("auto", cpu)
+    result["inference_backend_auto"] = auto
+    result["infer_patches_per_s"] = result[f"infer_{auto}_patches_per_s"]
+    fastest = min(times, key=times.get)
+    result["fastest"] = fastest
+    result["auto_over_fastest"] = times[fastest] / times[f"infer_{auto}"]
     result["gflop_per_patch"] = conv_gflop_per_patch(network)
     result["matmul_bf16_gflops"] = matmul_gflops(torch.bfloat16)
     result["matmul_fp32_gflops"] = matmul_gflops(torch.float32)
@@ -254,6 +268,38 @@ def bench_peers(pairs_per_batch: int, repeats: int, compile: bool) -> tuple[dict
             result[f"{name}_patches_per_s"] * result["gflop_per_patch"] / result["matmul_bf16_gflops"]
         )
     return result, notes
+
+
+def bench_quick_start(repeats: int) -> dict[str, float]:
+    """The README quick start's training arithmetic on this CPU: its total training TFLOP (a step counted as 3 x
+    the forward FLOPs: forward, and a backward of twice its cost), a timed training step of it (demo width, its
+    batch, the amp path as the CPU allows) as achieved GFLOP/s, and that as a fraction of the float32 GEMM peak."""
+    from benchmark_peers import conv_gflop_per_patch, matmul_gflops
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "configs" / "train.json"), str(REPO / "configs" / "quick_start.json")])
+    channels, epochs, batch = parser["network_def"]["channels"], parser["num_epochs"], parser["batch_size"]
+    cohort = json.loads((REPO / "data" / "demo" / "datalist.json").read_text()) if (
+        REPO / "data" / "demo" / "datalist.json").exists() else None
+    n_train = len(cohort["training"]) if cohort else 257  # the demo cohort's training split
+    cpu = torch.device("cpu")
+    gflop = conv_gflop_per_patch(VGGRegressor3D(channels=channels))
+    patches_per_epoch = (n_train // batch) * batch * 2
+    pairs = torch.rand(batch, 2, 50, 50, 20) + 0.5
+    model = paired_model(cpu, amp=True, channels=channels, standardise_input=True)
+    seconds = alternate({"step": train_step_fn(model, pairs, torch.rand(batch, 2))}, max(repeats, 10), cpu)["step"]
+    achieved = 3 * gflop * 2 * batch / seconds
+    peak = matmul_gflops(torch.float32)
+    return {
+        "quick_start_train_tflop": 3 * gflop * patches_per_epoch * epochs / 1e3,
+        "quick_start_epochs": float(epochs),
+        "quick_start_gflop_per_patch": gflop,
+        "quick_start_train_gflops": achieved,
+        "matmul_fp32_gflops": peak,
+        "quick_start_fraction_of_fp32_peak": achieved / peak,
+        "quick_start_train_min_estimate": 3 * gflop * patches_per_epoch * epochs / achieved / 60,
+    }
 
 
 def bench_inference_rss(n_patients: int, mc_samples: int, backends: Sequence[str]) -> dict[str, float]:
@@ -413,6 +459,38 @@ def cpu_description() -> str:
     return f"{fields.get('Model name', '?').strip()}, {os.cpu_count()} CPUs, {' '.join(extras) or 'no AVX2'}"
 
 
+def backend_comparison(repeats: int, compile: bool, json_path: str | None) -> None:
+    """``--peers-only``: the CPU inference backends and peer runtimes at Table-1 and demo width, same batch, same
+    run, and the quick start's training arithmetic; a table, and JSON with one block per width."""
+    results: dict[str, object] = {"cpu": cpu_description(), "torch": torch.__version__,
+                                  "threads": torch.get_num_threads(), "isa_variables": {
+                                      k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+                                      if k in os.environ}}  # fmt: skip
+    print(f"backend comparison on {results['cpu']} ({results['threads']} threads)", flush=True)
+    for width, channels in (("table1", (64, 128, 256, 512)), ("demo", (16, 32, 64, 128))):
+        peers, notes = bench_peers(8, repeats, compile, channels=channels)
+        results[width] = peers
+        print(f"-- {width} width {channels}, batch of 8 pairs: patches/s (auto = {peers['inference_backend_auto']})")
+        for name in sorted(k.removesuffix("_patches_per_s") for k in peers if k.endswith("_patches_per_s")
+                           and k != "infer_patches_per_s"):  # fmt: skip
+            print(f"   {name:<28} {peers[f'{name}_patches_per_s']:10.2f}")
+        print(f"   auto / fastest ({peers['fastest']}): {peers['auto_over_fastest']:.3f}")
+        for note in notes:
+            print(f"   {note}")
+    quick = bench_quick_start(repeats)
+    results["quick_start"] = quick
+    q = quick
+    print(f"-- quick start: {q['quick_start_train_tflop']:.1f} TFLOP of training ({q['quick_start_epochs']:.0f} "
+          f"epochs); a step runs at {q['quick_start_train_gflops']:.1f} GFLOP/s = "
+          f"{q['quick_start_fraction_of_fp32_peak']:.2f} x the float32 GEMM peak ({q['matmul_fp32_gflops']:.1f} "
+          f"GFLOP/s): ~{q['quick_start_train_min_estimate']:.1f} min of training")  # fmt: skip
+    if json_path:
+        from bundle.io import write_json
+
+        write_json(json_path, results)
+        print(f"wrote {json_path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and samples (< 5 min on a 2-core CPU)")
@@ -423,6 +501,10 @@ def main() -> None:
     parser.add_argument(
         "--peers", action="store_true", help="CPU: also time the runtimes users could pick (bench extra), matmul peaks"
     )
+    parser.add_argument(
+        "--peers-only", action="store_true",
+        help="CPU: only the backend comparison (Table-1 and demo width) and the quick start's arithmetic (minutes)",
+    )
     parser.add_argument("--train-step-child", choices=["default", "reuse"], help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -432,6 +514,9 @@ def main() -> None:
         train_step_child(args.train_step_child, pairs_per_batch, args.repeats)
         return
     repeats = 3 if args.quick else 7
+    if args.peers_only:
+        backend_comparison(max(repeats, 5), compile=not args.no_compile, json_path=args.json)
+        return
 
     results: dict[str, object] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

@@ -87,7 +87,8 @@ def test_same_seed_same_intervals_and_deterministic_mode(trained, tiny_cohort, t
     parser.read_config(workflow_configs("inference"))
     parser.update({"bundle_root": str(REPO), "dataset_dir": str(tiny_cohort), "ckpt_path": ckpt})  # its sbr_max
     preprocessing = parser.get_parsed_content("preprocessing")
-    net = SymmetricRegressor(read_checkpoint(ckpt).load_into(VGGRegressor3D(channels=(4, 4, 4, 4)), "cpu"))
+    record = read_checkpoint(ckpt)
+    net = SymmetricRegressor(record.load_into(VGGRegressor3D(**record.network), "cpu"))
     cases = {c["id"]: c for c in load_cases(tiny_cohort / "datalist.json", "test", tiny_cohort)}
     with torch.no_grad():
         for row in rows:
@@ -170,7 +171,8 @@ def test_torchscript_export_matches_the_checkpoint_and_records_its_config(traine
     assert exported.network["channels"] == [4, 4, 4, 4]
     assert (exported.sbr_max, exported.sbr_max_recorded) == (6.84, True)
     scripted = exported.load_into(VGGRegressor3D(), "cpu")
-    eager = read_checkpoint(trained / "model.pt").load_into(VGGRegressor3D(channels=(4, 4, 4, 4)), "cpu")
+    record = read_checkpoint(trained / "model.pt")
+    eager = record.load_into(VGGRegressor3D(**record.network), "cpu")
     x = torch.rand(3, 1, 50, 50, 20) + 0.5
     assert torch.allclose(scripted(x), eager(x), atol=1e-5)
     torch.manual_seed(3)
@@ -250,4 +252,4 @@ def test_openvino_backend_gives_the_torch_predictions_and_intervals(trained, tin
     with pytest.raises(RuntimeError) as failure:  # the override reaches prepare_network
         run_config("inference", tiny_cohort, ckpt_path=str(trained / "model.pt"), output_dir=str(tmp_path / "x"),
                    inference_backend="tensorrt")  # fmt: skip
-    assert "inference_backend must be 'torch' or 'openvino'" in str(failure.value.__cause__)
+    assert "inference_backend must be one of auto, torch, openvino, got 'tensorrt'" in str(failure.value.__cause__)

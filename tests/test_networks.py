@@ -252,3 +252,18 @@ def test_compiling_under_an_emulated_cpu_class_asks_for_an_inductor_cache_of_its
     assert warning is not None and "ATEN_CPU_CAPABILITY=avx2" in warning and "TORCHINDUCTOR_CACHE_DIR" in warning
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/own")
     assert emulated_isa_cache_warning() is None
+
+
+def test_a_standardised_input_makes_the_prediction_independent_of_the_patch_intensity_scale():
+    """``standardise_input``: each patch to zero mean and unit variance, so any positive affine change of its
+    intensities gives the same prediction; it adds no weights (checkpoints of either kind keep their keys)."""
+    torch.manual_seed(0)
+    net = VGGRegressor3D(channels=(4, 4, 4, 4), standardise_input=True).eval()
+    x = torch.rand(2, 1, 50, 50, 20) + 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(net(3.0 * x + 2.0), net(x), rtol=1e-4, atol=1e-5)
+        z = (x - x.mean(dim=(2, 3, 4), keepdim=True)) / x.std(dim=(2, 3, 4), unbiased=False, keepdim=True)
+        torch.testing.assert_close(net.input_norm(x), z, rtol=1e-4, atol=1e-4)
+    plain = VGGRegressor3D(channels=(4, 4, 4, 4))
+    assert list(plain.state_dict()) == list(net.state_dict())
+    assert net.config()["standardise_input"] is True and plain.config()["standardise_input"] is False

@@ -118,7 +118,7 @@ def test_every_workflow_builds_the_network_the_checkpoint_records(model, tiny_co
 def test_both_export_commands_need_no_width_override(model):
     out, _ = model
     ckpt = out / "model.pt"
-    reference = VGGRegressor3D(channels=WIDTH, dropout=0.3)
+    reference = VGGRegressor3D(channels=WIDTH, dropout=0.3, standardise_input=True)  # train.json's recipe
     reference.load_state_dict(torch.load(ckpt, weights_only=True))
     x = torch.rand(2, 1, 50, 50, 20)
     commands = {

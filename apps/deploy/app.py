@@ -7,8 +7,8 @@ the source checkout's ``models/``, see :func:`bundle.resources.bundle_root`)::
 
 ``NIGRAL_SBR_RULES`` (a JSON file of series selection rules), ``NIGRAL_SBR_CENTROIDS`` (a JSON side file with
 ``centroid_right``, ``centroid_left`` and ``centroid_space``), ``NIGRAL_SBR_MC_SAMPLES`` and ``NIGRAL_SBR_BACKEND``
-(``torch`` or ``openvino``, the inference config's ``inference_backend``; OpenVINO must be installed in the app's
-environment) change the defaults.
+(``auto``, ``torch`` or ``openvino``, the inference config's ``inference_backend``; ``auto`` uses OpenVINO only
+where it is installed in the app's environment and measured faster on the CPU's class) change the defaults.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class NigralSBRApp(Application):
             self, output_folder=output, models=models,
             centroids=json.loads(Path(centroids).read_text()) if centroids else None,
             mc_samples=int(os.environ.get("NIGRAL_SBR_MC_SAMPLES", MC_SAMPLES)), name="sbr_inference",
-            overrides={"inference_backend": os.environ.get("NIGRAL_SBR_BACKEND", "torch")},
+            overrides={"inference_backend": os.environ.get("NIGRAL_SBR_BACKEND", "auto")},
         )  # fmt: skip
         writer = SBRReportWriterOperator(self, output_folder=output, name="sbr_report_writer")
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})

@@ -42,11 +42,14 @@ def conv_layers(network: nn.Module) -> list[nn.Conv3d]:
 
 def sequential_layers(network: nn.Module) -> list[nn.Module]:
     """The layers of a plain feed-forward regressor in forward order: the modules of ``network.blocks`` (or of an
-    ``nn.Sequential``), a flatten, then ``network.fc``. Dropout is left out (explanations are of the eval model)."""
+    ``nn.Sequential``), a flatten, then ``network.fc``, after the input standardisation if the network has one (its
+    relevance passes through unchanged: maps are of the standardised patch, on the same voxels). Dropout is left
+    out (explanations are of the eval model)."""
     if isinstance(network, nn.Sequential):
         return [m for m in network if not isinstance(m, (nn.Dropout, nn.Dropout3d))]
     blocks = getattr(network, "blocks", None)
     if blocks is None or not hasattr(network, "fc") or getattr(network, "block_dropout", 0.0):
         raise TypeError(f"{type(network).__name__}: no plain layer sequence (blocks + fc, no block dropout) to explain")
     layers = [m for block in blocks for m in block]
-    return [*layers, nn.Flatten(), network.fc]
+    first = [network.input_norm] if isinstance(getattr(network, "input_norm", None), nn.InstanceNorm3d) else []
+    return [*first, *layers, nn.Flatten(), network.fc]

@@ -45,6 +45,10 @@ class VGGRegressor3D(nn.Module):
         dropout_position: ``"head"`` puts a single dropout on the flattened features before the linear layer
             (default, which also allows the fast MC path: features are computed once, only the head is
             resampled); ``"all"`` additionally applies channel dropout (Dropout3d) after every block.
+        standardise_input: scale each input patch to zero mean and unit variance (``nn.InstanceNorm3d`` without
+            parameters, float32) before the first convolution. Not in Table 1 (whose input is the mean-normalised
+            patch, values around 1); the training recipe's cure for the predict-the-mean plateau
+            (docs/performance.md). It adds no weights, so it is recorded in the network's config, not its state.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class VGGRegressor3D(nn.Module):
         convs_per_block: int = 2,
         dropout: float = 0.2,
         dropout_position: DropoutPosition = "head",
+        standardise_input: bool = False,
     ) -> None:
         super().__init__()
         channels = [int(c) for c in channels]
@@ -77,6 +82,8 @@ class VGGRegressor3D(nn.Module):
         self.dropout_position = dropout_position
         self.dropout = float(dropout)
         self.block_dropout = float(dropout) if dropout_position == "all" else 0.0
+        self.standardise_input = bool(standardise_input)
+        self.input_norm = nn.InstanceNorm3d(in_channels) if standardise_input else nn.Identity()
         in_ch = [in_channels, *channels[:-1]]
         self.blocks = nn.ModuleList(_vgg_block(i, o, convs_per_block) for i, o in zip(in_ch, channels, strict=True))
         self.num_features = channels[-1] * spatial[0] * spatial[1] * spatial[2]
@@ -89,6 +96,7 @@ class VGGRegressor3D(nn.Module):
         return {
             "channels": list(self.channels), "in_channels": self.in_channels, "patch_size": list(self.patch_size),
             "convs_per_block": self.convs_per_block, "dropout": self.dropout, "dropout_position": self.dropout_position,
+            "standardise_input": self.standardise_input,
         }  # fmt: skip
 
     def reset_parameters(self) -> None:
@@ -107,6 +115,7 @@ class VGGRegressor3D(nn.Module):
 
         Block dropout (``dropout_position="all"``) is active in training mode or when ``sample`` is true.
         """
+        x = self.input_norm(x)  # float32 also under bf16 autocast (instance_norm is on autocast's float32 list)
         for block in self.blocks:
             x = block(x)
             if self.block_dropout > 0:

@@ -11,7 +11,10 @@ import os
 
 import torch
 
-__all__ = ["cpu_supports_bf16", "bf16_allowed_by_isa_cap", "emulated_isa_cache_warning"]
+__all__ = ["CPU_CLASSES", "cpu_class", "cpu_supports_bf16", "bf16_allowed_by_isa_cap", "emulated_isa_cache_warning"]
+
+CPU_CLASSES = ("amx", "avx512_bf16", "avx512", "avx2", "other")
+"""The CPU classes the README supports, fastest kernels first (``other``: none of them, e.g. ARM)."""
 
 _ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 
@@ -30,6 +33,21 @@ def cpu_supports_bf16() -> bool:
     """Whether bf16 runs natively here: PyTorch's oneDNN says so and no ISA cap removes it."""
     checker = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(checker()) and bf16_allowed_by_isa_cap() if checker is not None else False
+
+
+def cpu_class() -> str:
+    """This CPU's class (one of :data:`CPU_CLASSES`) as PyTorch's kernels see it: ``ATEN_CPU_CAPABILITY`` and
+    ``ONEDNN_MAX_CPU_ISA`` lower it the way they lower the kernels (the documented emulation of another class)."""
+    capability = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ... (honours ATEN's cap)
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if capability == "AVX512" and cap.startswith("AVX2"):
+        capability = "AVX2"
+    if capability == "AVX512":
+        if not cpu_supports_bf16():
+            return "avx512"
+        amx = torch.cpu._is_amx_tile_supported() and (cap in ("", "ALL", "DEFAULT") or "AMX" in cap)
+        return "amx" if amx else "avx512_bf16"
+    return "avx2" if capability == "AVX2" else "other"
 
 
 def emulated_isa_cache_warning() -> str | None:

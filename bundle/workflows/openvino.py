@@ -13,9 +13,8 @@ from torch import nn
 
 from bundle.workflows.cpu import bf16_allowed_by_isa_cap
 
-__all__ = ["BACKENDS", "openvino_precision", "openvino_features"]
+__all__ = ["openvino_precision", "openvino_features"]
 
-BACKENDS = ("torch", "openvino")
 logger = logging.getLogger(__name__)
 
 

@@ -14,8 +14,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bundle.workflows.cpu import cpu_supports_bf16, emulated_isa_cache_warning
-from bundle.workflows.openvino import BACKENDS, openvino_features
+from bundle.workflows.cpu import cpu_class, cpu_supports_bf16, emulated_isa_cache_warning
+from bundle.workflows.backends import resolve_backend
+from bundle.workflows.openvino import openvino_features
 
 __all__ = [
     "BOOLEAN_WORDS",
@@ -91,7 +92,7 @@ def prepare_network(
     amp: bool = False,
     inference: bool = False,
     compile: bool = False,
-    backend: str = "torch",
+    backend: str = "auto",
     patch_size: Sequence[int] | None = None,
 ) -> nn.Module:
     """Move ``network`` to ``device``, in channels_last_3d memory format with ``amp`` (fast bf16 3D convs) and on a
@@ -109,11 +110,13 @@ def prepare_network(
 
     With ``inference`` and ``backend="openvino"`` (CPU only), the features run through OpenVINO instead
     (:mod:`bundle.workflows.openvino`, bf16 where the CPU supports it; ``patch_size`` gives the input shape);
-    ``amp`` and ``compile`` then do not apply to them.
+    ``amp`` and ``compile`` then do not apply to them. ``"auto"`` is the backend measured fastest on this CPU's
+    class (:func:`bundle.workflows.backends.resolve_backend`).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"inference_backend must be 'torch' or 'openvino', got {backend!r}")
-    if backend == "openvino" and inference:
+    resolved = resolve_backend(backend, device)
+    if inference and backend == "auto":
+        logger.info("inference backend auto: %s (CPU class %s)", resolved, cpu_class())
+    if resolved == "openvino" and inference:
         if torch.device(device).type != "cpu":
             raise ValueError("inference_backend 'openvino' runs on the CPU; use 'torch' on a GPU")
         return openvino_features(network.to("cpu"), patch_size or network.patch_size)
