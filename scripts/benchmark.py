@@ -280,8 +280,11 @@ def bench_quick_start(repeats: int) -> dict[str, float]:
     parser = ConfigParser()
     parser.read_config([str(REPO / "configs" / "train.json"), str(REPO / "configs" / "quick_start.json")])
     channels, epochs, batch = parser["network_def"]["channels"], parser["num_epochs"], parser["batch_size"]
-    cohort = json.loads((REPO / "data" / "demo" / "datalist.json").read_text()) if (
-        REPO / "data" / "demo" / "datalist.json").exists() else None
+    cohort = (
+        json.loads((REPO / "data" / "demo" / "datalist.json").read_text())
+        if (REPO / "data" / "demo" / "datalist.json").exists()
+        else None
+    )
     n_train = len(cohort["training"]) if cohort else 257  # the demo cohort's training split
     cpu = torch.device("cpu")
     gflop = conv_gflop_per_patch(VGGRegressor3D(channels=channels))
@@ -502,7 +505,8 @@ def main() -> None:
         "--peers", action="store_true", help="CPU: also time the runtimes users could pick (bench extra), matmul peaks"
     )
     parser.add_argument(
-        "--peers-only", action="store_true",
+        "--peers-only",
+        action="store_true",
         help="CPU: only the backend comparison (Table-1 and demo width) and the quick start's arithmetic (minutes)",
     )
     parser.add_argument("--train-step-child", choices=["default", "reuse"], help=argparse.SUPPRESS)

@@ -14,8 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bundle.workflows.cpu import cpu_class, cpu_supports_bf16, emulated_isa_cache_warning
 from bundle.workflows.backends import resolve_backend
+from bundle.workflows.cpu import cpu_class, cpu_supports_bf16, emulated_isa_cache_warning
 from bundle.workflows.openvino import openvino_features
 
 __all__ = [
