@@ -98,8 +98,13 @@ def peer_forwards(network: VGGRegressor3D, patches: torch.Tensor) -> tuple[dict[
 
         with torch.no_grad():
             model = ov.convert_model(network, example_input=x[:1], input=[ov.PartialShape([-1, 1, *PATCH])])
+        from bundle.workflows.openvino import openvino_precision
+
         core = ov.Core()
-        for hint in ("f32", "bf16"):
+        hints = ("f32", "bf16") if openvino_precision() == "bf16" else ("f32",)
+        if len(hints) == 1:
+            notes.append("OpenVINO bf16 skipped: no native bf16 on this CPU (class)")
+        for hint in hints:
             compiled = core.compile_model(
                 model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
             )

@@ -17,7 +17,7 @@ from bundle.workflows.cpu import cpu_class
 __all__ = ["BACKENDS", "FASTEST_BY_CPU_CLASS", "resolve_backend"]
 
 BACKENDS = ("auto", "torch", "openvino")
-FASTEST_BY_CPU_CLASS = {"amx": "torch", "avx512_bf16": "openvino", "avx512": "openvino", "avx2": "openvino"}
+FASTEST_BY_CPU_CLASS = {"amx": "openvino", "avx512_bf16": "openvino", "avx512": "openvino", "avx2": "openvino"}
 """The faster of the bundle's two CPU backends per class, measured at Table-1 and demo width (``other``: torch)."""
 
 
