@@ -144,7 +144,10 @@ def test_documented_overrides_reach_the_training_objects(tiny_cohort, tmp_path):
                      beta=2.0, sbr_max=5.0, loss_form="hinge")  # fmt: skip
     flow.initialize()
     parser = flow.parser
-    assert parser.get_parsed_content("optimizer").param_groups[0]["lr"] == 0.123
+    assert parser.get_parsed_content("optimizer").param_groups[0]["max_lr"] == 0.123  # the one-cycle peak
+    assert parser.get_parsed_content("lr_scheduler").total_steps == 5 * len(
+        parser.get_parsed_content("train#dataloader")
+    )
     assert parser.get_parsed_content("train#dataloader").batch_size == 3
     assert parser.get_parsed_content("train#trainer").state.max_epochs == 5
     loss = parser.get_parsed_content("loss")

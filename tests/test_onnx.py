@@ -101,7 +101,7 @@ def test_metadata_props_say_what_the_weights_are(exported):
     props = {entry.key: entry.value for entry in onnx.load(str(exported)).metadata_props}
     assert json.loads(props["network"]) == {
         "channels": CHANNELS, "in_channels": 1, "patch_size": list(PATCH), "convs_per_block": 2, "dropout": 0.2,
-        "dropout_position": "head",
+        "dropout_position": "head", "standardise_input": False,
     }  # fmt: skip
     config = json.loads(props["inference.json"])
     assert config["network_def"]["channels"] == CHANNELS and config["patch_size"] == list(PATCH)  # by value

@@ -11,9 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from bundle.method.networks import VGGRegressor3D
 from bundle.workflows.cpu import bf16_allowed_by_isa_cap
 
-__all__ = ["openvino_precision", "openvino_features"]
+__all__ = ["openvino_precision", "openvino_features", "openvino_supports"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +47,19 @@ def openvino_precision(requested: str = "auto") -> str:
     return "bf16" if "BF16" in capabilities and bf16_allowed_by_isa_cap() else "f32"
 
 
+def openvino_supports(network: nn.Module) -> bool:
+    """Whether ``network`` can run its features through OpenVINO: the eager regressor of Table 1 with head-only
+    dropout (the network the backend was built and measured for; not a baseline preset, whose conversion fails, a
+    TorchScript file or block dropout)."""
+    return isinstance(network, VGGRegressor3D) and not network.block_dropout
+
+
 def openvino_features(network: nn.Module, patch_size: Sequence[int], precision: str = "auto") -> nn.Module:
     """``network`` (eval mode, CPU) with its ``features`` replaced by an OpenVINO compiled model of them (dynamic
     batch). Block dropout would need the features resampled in PyTorch, so it is refused."""
     ov = _openvino()
-    if not hasattr(network, "features") or getattr(network, "block_dropout", 0.0):
-        raise ValueError('inference_backend "openvino": only a network with features() and head-only dropout')
+    if not openvino_supports(network):
+        raise ValueError('inference_backend "openvino": only the VGG regressor with head-only dropout')
     network = network.float().eval()
     shape = (1, int(getattr(network, "in_channels", 1)), *map(int, patch_size))
     with torch.no_grad():
