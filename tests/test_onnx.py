@@ -204,3 +204,25 @@ def test_script_refusals_are_one_line_and_write_nothing(tiny_model, tmp_path, ca
     message = f"error: onnxruntime differs from PyTorch by 2e-05 > 1e-05; {out} not written"
     assert capsys.readouterr().err.splitlines()[-1] == message
     assert out.read_bytes() == b"earlier model" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_a_standardised_model_exports_with_its_input_standardisation(tmp_path):
+    """A model trained with ``standardise_input`` (0.11's recipe) records it; the export builds it from that record,
+    so ONNX Runtime gives the PyTorch predictions, also for patches of another intensity scale."""
+    from bundle.workflows.checkpoints import ModelRecord
+
+    torch.manual_seed(0)
+    network = VGGRegressor3D(channels=CHANNELS, standardise_input=True)
+    nn.init.normal_(network.fc.weight, 0.0, 1.0)
+    nn.init.constant_(network.fc.bias, 0.5)
+    ckpt = tmp_path / "model.pt"
+    torch.save(ModelRecord(network, sbr_max=6.84).state_dict(), ckpt)
+    exported = export_onnx(tmp_path / "model.onnx", ckpt, CONFIGS, meta_file=META)
+    props = {entry.key: entry.value for entry in onnx.load(str(exported)).metadata_props}
+    assert json.loads(props["network"])["standardise_input"] is True
+    model = SymmetricRegressor(network).eval()
+    x = pairs(3)
+    assert max_abs_difference(exported, model, x) <= 1e-5
+    assert max_abs_difference(exported, model, 3.0 * x + 1.0) <= 1e-5
+    with torch.no_grad():
+        torch.testing.assert_close(model(3.0 * x + 1.0), model(x), rtol=1e-4, atol=1e-4)  # scale-free, as trained

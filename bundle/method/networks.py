@@ -12,9 +12,26 @@ from torch import nn
 
 from bundle.constants import PATCH_SIZE, side_index
 
-__all__ = ["VGGRegressor3D", "SymmetricRegressor", "SingleSideRegressor"]
+__all__ = ["InputStandardisation", "VGGRegressor3D", "SymmetricRegressor", "SingleSideRegressor"]
 
 DropoutPosition = Literal["head", "all"]
+
+
+class InputStandardisation(nn.Module):
+    """Each input patch (and channel) to zero mean and unit variance over its voxels, in float32:
+    (x - mean) / sqrt(var + eps), the biased variance as ``nn.InstanceNorm3d`` without parameters computes it.
+    Written out rather than taken from ``InstanceNorm3d`` because PyTorch's ONNX exporter refuses instance norm on
+    the symmetric model's reshaped batch ("unknown channel size"); these are plain reductions everywhere."""
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = float(eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = x.float()
+        dims = list(range(2, x.dim()))
+        centred = x - x.mean(dim=dims, keepdim=True)
+        return centred / torch.sqrt(centred.pow(2).mean(dim=dims, keepdim=True) + self.eps)
 
 
 def _vgg_block(in_channels: int, out_channels: int, convs: int) -> nn.Sequential:
@@ -45,10 +62,10 @@ class VGGRegressor3D(nn.Module):
         dropout_position: ``"head"`` puts a single dropout on the flattened features before the linear layer
             (default, which also allows the fast MC path: features are computed once, only the head is
             resampled); ``"all"`` additionally applies channel dropout (Dropout3d) after every block.
-        standardise_input: scale each input patch to zero mean and unit variance (``nn.InstanceNorm3d`` without
-            parameters, float32) before the first convolution. Not in Table 1 (whose input is the mean-normalised
-            patch, values around 1); the training recipe's cure for the predict-the-mean plateau
-            (docs/performance.md). It adds no weights, so it is recorded in the network's config, not its state.
+        standardise_input: scale each input patch to zero mean and unit variance (:class:`InputStandardisation`,
+            float32) before the first convolution. Not in Table 1 (whose input is the mean-normalised patch, values
+            around 1); the training recipe's cure for the predict-the-mean plateau (docs/performance.md). It adds no
+            weights, so it is recorded in the network's config, not its state.
     """
 
     def __init__(
@@ -83,7 +100,7 @@ class VGGRegressor3D(nn.Module):
         self.dropout = float(dropout)
         self.block_dropout = float(dropout) if dropout_position == "all" else 0.0
         self.standardise_input = bool(standardise_input)
-        self.input_norm = nn.InstanceNorm3d(in_channels) if standardise_input else nn.Identity()
+        self.input_norm = InputStandardisation() if standardise_input else nn.Identity()
         in_ch = [in_channels, *channels[:-1]]
         self.blocks = nn.ModuleList(_vgg_block(i, o, convs_per_block) for i, o in zip(in_ch, channels, strict=True))
         self.num_features = channels[-1] * spatial[0] * spatial[1] * spatial[2]
@@ -115,7 +132,7 @@ class VGGRegressor3D(nn.Module):
 
         Block dropout (``dropout_position="all"``) is active in training mode or when ``sample`` is true.
         """
-        x = self.input_norm(x)  # float32 also under bf16 autocast (instance_norm is on autocast's float32 list)
+        x = self.input_norm(x)
         for block in self.blocks:
             x = block(x)
             if self.block_dropout > 0:
