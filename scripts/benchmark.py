@@ -255,7 +255,7 @@ def bench_peers(pairs_per_batch: int, repeats: int, compile: bool,
     peers, notes = peer_forwards(network, patches)
     times = alternate({**variants, **peers}, repeats, cpu)
     result: dict[str, object] = {f"{name}_patches_per_s": patches.shape[0] / t for name, t in times.items()}
-    auto = resolve_backend("auto", cpu)
+    auto = resolve_backend("auto", cpu, network)
     result["inference_backend_auto"] = auto
     result["infer_patches_per_s"] = result[f"infer_{auto}_patches_per_s"]
     fastest = min(times, key=times.get)
@@ -281,17 +281,13 @@ def bench_quick_start(repeats: int) -> dict[str, float]:
     parser = ConfigParser()
     parser.read_config([str(REPO / "configs" / "train.json"), str(REPO / "configs" / "quick_start.json")])
     channels, epochs, batch = parser["network_def"]["channels"], parser["num_epochs"], parser["batch_size"]
-    cohort = (
-        json.loads((REPO / "data" / "demo" / "datalist.json").read_text())
-        if (REPO / "data" / "demo" / "datalist.json").exists()
-        else None
-    )
-    n_train = len(cohort["training"]) if cohort else 257  # the demo cohort's training split
+    datalist = REPO / "data" / "demo" / "datalist.json"
+    n_train = len(json.loads(datalist.read_text())["training"]) if datalist.exists() else 257  # the demo split
     cpu = torch.device("cpu")
     gflop = conv_gflop_per_patch(VGGRegressor3D(channels=channels))
     patches_per_epoch = (n_train // batch) * batch * 2
     pairs = torch.rand(batch, 2, 50, 50, 20) + 0.5
-    model = paired_model(cpu, amp=True, channels=channels, standardise_input=True)
+    model = paired_model(cpu, amp=True, channels=channels, standardise_input=parser["standardise_input"])
     seconds = alternate({"step": train_step_fn(model, pairs, torch.rand(batch, 2))}, max(repeats, 10), cpu)["step"]
     achieved = 3 * gflop * 2 * batch / seconds
     peak = matmul_gflops(torch.float32)

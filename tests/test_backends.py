@@ -14,6 +14,7 @@ from bundle.workflows.cpu import CPU_CLASSES, cpu_class
 def test_auto_is_the_backend_measured_fastest_on_each_cpu_class(monkeypatch, klass):
     monkeypatch.setattr(backends, "cpu_class", lambda: klass)
     assert resolve_backend("auto", "cpu") == FASTEST_BY_CPU_CLASS.get(klass, "torch")
+    assert resolve_backend("auto", "cpu", torch.nn.Linear(1, 1)) == "torch"  # a network OpenVINO cannot take
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "openvino" else real_find_spec(name))
     assert resolve_backend("auto", "cpu") == "torch"  # without OpenVINO installed, whatever the class

@@ -51,5 +51,5 @@ def sequential_layers(network: nn.Module) -> list[nn.Module]:
     if blocks is None or not hasattr(network, "fc") or getattr(network, "block_dropout", 0.0):
         raise TypeError(f"{type(network).__name__}: no plain layer sequence (blocks + fc, no block dropout) to explain")
     layers = [m for block in blocks for m in block]
-    first = [network.input_norm] if not isinstance(getattr(network, "input_norm", nn.Identity()), nn.Identity) else []
+    first = [network.input_norm] if getattr(network, "standardise_input", False) else []
     return [*first, *layers, nn.Flatten(), network.fc]

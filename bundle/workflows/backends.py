@@ -9,21 +9,26 @@ and the dropout head in PyTorch. ``auto`` (the default) picks between them by th
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 import torch
+from torch import nn
 
 from bundle.workflows.cpu import cpu_class
+from bundle.workflows.openvino import openvino_supports
 
 __all__ = ["BACKENDS", "FASTEST_BY_CPU_CLASS", "resolve_backend"]
 
 BACKENDS = ("auto", "torch", "openvino")
 FASTEST_BY_CPU_CLASS = {"amx": "openvino", "avx512_bf16": "openvino", "avx512": "openvino", "avx2": "openvino"}
 """The faster of the bundle's two CPU backends per class, measured at Table-1 and demo width (``other``: torch)."""
+logger = logging.getLogger(__name__)
 
 
-def resolve_backend(backend: str, device: torch.device | str) -> str:
-    """``backend`` itself, or for ``auto`` the backend to use on ``device``: ``torch`` on a GPU; on a CPU the one
-    measured fastest for its class (:data:`FASTEST_BY_CPU_CLASS`), ``torch`` when OpenVINO is not installed.
+def resolve_backend(backend: str, device: torch.device | str, network: nn.Module | None = None) -> str:
+    """``backend`` itself, or for ``auto`` the backend to use for ``network`` on ``device``: ``torch`` on a GPU; on a
+    CPU the one measured fastest for its class (:data:`FASTEST_BY_CPU_CLASS`), ``torch`` when OpenVINO is not
+    installed or cannot run ``network`` (the measured choice needs the regressor's own structure).
 
     Raises:
         ValueError: an unknown backend (one line).
@@ -34,5 +39,11 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
         return backend
     if torch.device(device).type != "cpu":
         return "torch"
-    fastest = FASTEST_BY_CPU_CLASS.get(cpu_class(), "torch")
-    return fastest if fastest == "torch" or importlib.util.find_spec("openvino") is not None else "torch"
+    klass = cpu_class()
+    chosen = FASTEST_BY_CPU_CLASS.get(klass, "torch")
+    if chosen == "openvino" and (
+        importlib.util.find_spec("openvino") is None or (network is not None and not openvino_supports(network))
+    ):
+        chosen = "torch"
+    logger.info("inference backend auto: %s (CPU class %s)", chosen, klass)
+    return chosen

@@ -23,10 +23,16 @@ _BF16_ISA_MARKS = ("BF16", "AMX", "AVX10", "FP16", "VNNI_2")
 avx512_core_fp16 / avx10_1_512, avx512_core_amx and later."""
 
 
+def _onednn_cap() -> str:
+    """``ONEDNN_MAX_CPU_ISA`` upper-cased; ``""`` when no cap applies (unset, ``ALL`` or ``DEFAULT``)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return "" if cap in ("ALL", "DEFAULT") else cap
+
+
 def bf16_allowed_by_isa_cap() -> bool:
     """False when ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below its first ISA with bf16 kernels (e.g. ``AVX2``)."""
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
-    return cap in ("", "ALL", "DEFAULT") or any(mark in cap for mark in _BF16_ISA_MARKS)
+    cap = _onednn_cap()
+    return not cap or any(mark in cap for mark in _BF16_ISA_MARKS)
 
 
 def cpu_supports_bf16() -> bool:
@@ -39,13 +45,13 @@ def cpu_class() -> str:
     """This CPU's class (one of :data:`CPU_CLASSES`) as PyTorch's kernels see it: ``ATEN_CPU_CAPABILITY`` and
     ``ONEDNN_MAX_CPU_ISA`` lower it the way they lower the kernels (the documented emulation of another class)."""
     capability = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ... (honours ATEN's cap)
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    cap = _onednn_cap()
     if capability == "AVX512" and cap.startswith("AVX2"):
         capability = "AVX2"
     if capability == "AVX512":
         if not cpu_supports_bf16():
             return "avx512"
-        amx = torch.cpu._is_amx_tile_supported() and (cap in ("", "ALL", "DEFAULT") or "AMX" in cap)
+        amx = torch.cpu._is_amx_tile_supported() and (not cap or "AMX" in cap)
         return "amx" if amx else "avx512_bf16"
     return "avx2" if capability == "AVX2" else "other"
 

@@ -15,8 +15,8 @@ import torch.distributed as dist
 from torch import nn
 
 from bundle.workflows.backends import resolve_backend
-from bundle.workflows.cpu import cpu_class, cpu_supports_bf16, emulated_isa_cache_warning
-from bundle.workflows.openvino import openvino_features, openvino_supports
+from bundle.workflows.cpu import cpu_supports_bf16, emulated_isa_cache_warning
+from bundle.workflows.openvino import openvino_features
 
 __all__ = [
     "BOOLEAN_WORDS",
@@ -113,12 +113,7 @@ def prepare_network(
     ``amp`` and ``compile`` then do not apply to them. ``"auto"`` is the backend measured fastest on this CPU's
     class (:func:`bundle.workflows.backends.resolve_backend`).
     """
-    resolved = resolve_backend(backend, device)
-    if backend == "auto" and resolved == "openvino" and not openvino_supports(network):
-        resolved = "torch"  # the measured choice needs the regressor's own structure
-    if inference and backend == "auto":
-        logger.info("inference backend auto: %s (CPU class %s)", resolved, cpu_class())
-    if resolved == "openvino" and inference:
+    if inference and resolve_backend(backend, device, network) == "openvino":
         if torch.device(device).type != "cpu":
             raise ValueError("inference_backend 'openvino' runs on the CPU; use 'torch' on a GPU")
         return openvino_features(network.to("cpu"), patch_size or network.patch_size, "auto" if amp else "f32")
