@@ -114,7 +114,7 @@ def finish_training(
     evaluator: Engine, summary_writer: Any, ckpt_path: str | os.PathLike, output_dir: str | os.PathLike
 ) -> str | None:
     """The end of a training run (``finalize``): close the TensorBoard writer, log the last line
-    (:func:`log_best_model`) on rank 0 and leave the torchrun process group, if any."""
+    (:func:`log_best_model`) on rank 0 and leave the torchrun process group, if any, once every rank got there."""
     import torch.distributed as dist
 
     if summary_writer is not None:
@@ -122,5 +122,8 @@ def finish_training(
     distributed = dist.is_available() and dist.is_initialized()
     line = log_best_model(evaluator, ckpt_path, output_dir) if not distributed or dist.get_rank() == 0 else None
     if distributed:
+        # every rank reaches the end before any leaves: a rank that tears gloo down while its peer still
+        # works can abort at exit ("terminate called without an active exception", seen once in CI)
+        dist.barrier()
         dist.destroy_process_group()
     return line
