@@ -194,7 +194,9 @@ def _bundle(name: str, workflow: str, tmp_path, *overrides: str) -> None:
 def test_dat_spect_bundle_trains_evaluates_and_explains(tmp_path):
     tiny = ["--network_def#filters", "2"]
     _bundle("dat_spect", "train", tmp_path, "--num_epochs", "1", *tiny)
-    assert (tmp_path / "models" / "model.pt").is_file()
+    trained = tmp_path / "runs" / "train" / "model.pt"  # training never writes the shipped models/model.pt
+    assert trained.is_file() and not (tmp_path / "models" / "model.pt").exists()
+    tiny += ["--ckpt_path", str(trained)]
     _bundle("dat_spect", "evaluate", tmp_path, *tiny)
     metrics = json.loads((tmp_path / "runs" / "evaluate" / "metrics.json").read_text())
     n_test = len(json.loads((tmp_path / "data" / "datalist.json").read_text())["test"])
@@ -213,6 +215,7 @@ def test_dat_spect_bundle_trains_evaluates_and_explains(tmp_path):
 def test_datnet_bundle_trains_and_reports_auc_and_binding_ratios(tmp_path):
     tiny = ["--network_def#channels", "[2, 2, 4, 4]"]
     _bundle("datnet", "train", tmp_path, "--num_epochs", "2", "--patience", "1", *tiny)
+    tiny += ["--ckpt_path", str(tmp_path / "runs" / "train" / "model.pt")]
     _bundle("datnet", "evaluate", tmp_path, *tiny)
     metrics = json.loads((tmp_path / "runs" / "evaluate" / "metrics.json").read_text())
     n_test = len(json.loads((tmp_path / "data" / "datalist.json").read_text())["test"])

@@ -41,48 +41,15 @@ BUNDLE_FILES = ("configs/metadata.json", "configs/inference.json", "LICENSE", "d
 """Files a checkout of the bundle holds: the zoo requires metadata.json and LICENSE and prefers inference.json (and
 models/model.pt, which large_files.yml provides); the bundle specification adds docs/README.md."""
 WEIGHTS = ("models/model.pt", "models/model.ts")
+"""The weights of the tiny published bundle (``zoo_bundle``)."""
+ZOO_BUNDLES = {"nigral_sbr": REPO, "dat_spect": REPO / "bundles" / "dat_spect", "datnet": REPO / "bundles" / "datnet"}
 
 SCHEMA_NAME = "meta_schema_20240725.json"
-_TENSOR = {
-    "type": "object",
-    "properties": {
-        "type": {"type": "string"},
-        "format": {"type": "string"},
-        "num_channels": {"type": "integer"},
-        "spatial_shape": {"type": "array", "items": {"type": ["string", "integer"]}},
-        "dtype": {"type": "string"},
-        "value_range": {"type": "array", "items": {"type": "number"}},
-        "is_patch_data": {"type": "boolean"},
-        "channel_def": {"type": "object"},
-    },
-    "required": ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range"],
-}
-_ARGUMENT = {"anyOf": [{"type": ["number", "string", "boolean"]}, _TENSOR]}
-_ARGUMENTS = {"type": "object", "patternProperties": {"^.+$": _ARGUMENT}}
-_NETWORK_IO = {
-    "type": "object",
-    "properties": {"inputs": _ARGUMENTS, "outputs": _ARGUMENTS, "post_processed_outputs": _ARGUMENTS},
-    "required": ["inputs", "outputs"],
-}
-_STRINGS = ("schema", "version", "monai_version", "pytorch_version", "numpy_version", "task", "description", "authors",
-            "copyright", "data_source", "data_type", "image_classes", "label_classes", "pred_classes",
-            "intended_use")  # fmt: skip
-_OBJECTS = ("changelog", "required_packages_version", "eval_metrics", "supported_apps")
-SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2019-09/schema",
-    "type": "object",
-    "properties": {
-        **{key: {"type": "string"} for key in _STRINGS},
-        **{key: {"type": "object"} for key in _OBJECTS},
-        "references": {"type": "array", "items": {"type": "string"}},
-        "network_data_format": _NETWORK_IO,
-    },
-    "patternProperties": {"^[_a-zA-Z0-9]+_data_format$": _NETWORK_IO},
-    "required": ["schema", "version", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
-                 "task", "description", "authors", "copyright", "network_data_format"],
-}  # fmt: skip
+SCHEMA_FILE = REPO / "tests" / "data" / SCHEMA_NAME
 """The constraints of MONAI's metadata schema ``meta_schema_20240725.json`` (the ``schema`` URL of metadata.json),
-restated so that ``verify_metadata`` runs without downloading it; update both together."""
+restated in a file of the repository so that ``verify_metadata`` and the zoo's script run without downloading it;
+update it with the URL."""
+SCHEMA = json.loads(SCHEMA_FILE.read_text())
 
 
 def _load_script(name: str):
@@ -93,6 +60,8 @@ def _load_script(name: str):
 
 
 publish_model = _load_script("publish_model")
+SHIPPED = {"nigral_sbr": publish_model.DEFAULT_FILES, "dat_spect": ("models/model.pt",), "datnet": ("models/model.pt",)}
+"""The synthetic-data demo models each bundle commits and lists in its large_files.yml."""
 
 
 def copy_bundle(dest: Path, source: Path = REPO) -> Path:
@@ -136,7 +105,8 @@ def zoo_bundle(tmp_path_factory) -> Path:
                        author / "configs" / "metadata.json")  # fmt: skip
     release = root / "release"
     shutil.copytree(models, release)
-    assert publish_model.main(["--url-base", release.as_uri(), "--bundle-root", str(author)]) == 0
+    args = ["--url-base", release.as_uri(), "--bundle-root", str(author), "--files", *WEIGHTS]
+    assert publish_model.main(args) == 0
     checkout = copy_bundle(root / "models" / "nigral_sbr", source=author)
     download_large_files(bundle_path=str(checkout))
     return checkout
@@ -273,19 +243,29 @@ def test_export_and_torchscript_load_as_the_zoo_checks_them(zoo_bundle):
 # --- large files -----------------------------------------------------------------------------------------------
 
 
-def test_committed_large_files_yml_is_usable_by_monai(tmp_path):
-    """Every entry has a real https URL and a hash (MONAI's downloader needs the URL); an empty list means no weights
-    are published (the file's comments say how to publish them)."""
-    entries = ConfigParser.load_config_file(str(REPO / "large_files.yml"))["large_files"]
-    assert isinstance(entries, list)
+@pytest.mark.parametrize("name", ZOO_BUNDLES)
+def test_shipped_files_are_listed_with_their_hashes_and_committed(name, tmp_path):
+    """Each bundle's large_files.yml lists its shipped demo models with their sha256; a committed entry (empty url)
+    is a file of the repository whose bytes have that hash, which MONAI's download_large_files checks."""
+    root = ZOO_BUNDLES[name]
+    entries = ConfigParser.load_config_file(str(root / "large_files.yml"))["large_files"]
+    assert {entry["path"] for entry in entries} == set(SHIPPED[name])
     for entry in entries:
-        check_large_file_entry(entry, ("https",))
-    if entries:
-        assert set(WEIGHTS) <= {entry["path"] for entry in entries}
-    else:
-        assert "scripts/publish_model.py" in (REPO / "large_files.yml").read_text()
-        shutil.copy(REPO / "large_files.yml", tmp_path)
-        download_large_files(bundle_path=str(tmp_path))  # nothing to fetch, and no error
+        if entry["url"]:
+            check_large_file_entry(entry, ("https",))
+        else:
+            check_large_file_entry(entry | {"url": "file:///committed"}, ("file",))
+            assert entry["hash_type"] == "sha256"
+            assert publish_model.file_hash(root / entry["path"]) == entry["hash_val"], f"{entry['path']} changed"
+    download_large_files(bundle_path=str(root))  # every file present: hashes checked, nothing fetched
+    other = tmp_path / name
+    other.mkdir()
+    shutil.copy(root / "large_files.yml", other)
+    for entry in entries:
+        (other / entry["path"]).parent.mkdir(exist_ok=True)
+        (other / entry["path"]).write_bytes(b"weights trained elsewhere")
+    with pytest.raises(HashCheckError):
+        download_large_files(bundle_path=str(other))
 
 
 def test_publish_model_writes_urls_and_hashes(tmp_path):
@@ -298,7 +278,7 @@ def test_publish_model_writes_urls_and_hashes(tmp_path):
     (tmp_path / "large_files.yml").write_text(yaml.safe_dump({"large_files": [other]}))
     base = "https://host.test/releases/download/v1/"
     for hash_type in ("sha256", "md5"):  # a second run replaces the entries of its files and keeps the others
-        args = ["--url-base", base, "--bundle-root", str(tmp_path), "--hash-type", hash_type]
+        args = ["--url-base", base, "--bundle-root", str(tmp_path), "--hash-type", hash_type, "--files", *payload]
         assert publish_model.main(args) == 0
         entries = ConfigParser.load_config_file(str(tmp_path / "large_files.yml"))["large_files"]
         assert entries[0] == other and len(entries) == 3
@@ -321,16 +301,58 @@ def test_download_refuses_weights_that_do_not_match_the_published_hash(zoo_bundl
         download_large_files(bundle_path=str(tmp_path))
 
 
-@pytest.mark.filterwarnings("ignore:No hash value provided")
-@pytest.mark.parametrize("name", ["dat_spect", "datnet"])
-def test_companion_bundles_hold_the_zoo_files_and_valid_metadata(name, tmp_path):
-    root = REPO / "bundles" / name
-    for required in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "LICENSE",
-                     "docs/README.md"):  # fmt: skip
-        assert (root / required).is_file(), f"{root} lacks {required}"
-    schema = tmp_path / SCHEMA_NAME
-    schema.write_text(json.dumps(SCHEMA))
-    verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(schema))
-    meta = json.loads((root / "configs" / "metadata.json").read_text())
-    assert meta["version"] == max(meta["changelog"], key=Version)
-    assert "Research use only" in meta["intended_use"] and "synthetic" in meta["data_source"]
+def zoo_checkout(name: str, dest: Path) -> Path:
+    """The bundle ``name`` as the zoo holds it: its configs, docs, LICENSE, large_files.yml and shipped models, in a
+    folder of its own (``models/verify_model.ts`` is written there, not into the repository)."""
+    root = ZOO_BUNDLES[name]
+    for folder in ("configs", "docs"):
+        shutil.copytree(root / folder, dest / folder, ignore=shutil.ignore_patterns("figures", "*.json", "*.png")
+                        if folder == "docs" else None)  # fmt: skip
+    for path in ("LICENSE", "large_files.yml", *SHIPPED[name]):
+        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / path, dest / path)
+    return dest
+
+
+@pytest.mark.filterwarnings("ignore:No hash value provided")  # the schema file is the repository's
+@pytest.mark.parametrize("name", ZOO_BUNDLES)
+def test_the_zoo_verifies_each_bundle_with_its_shipped_weights(name, tmp_path):
+    """The steps of the zoo's ``ci/verify_bundle.py`` (full mode) in its order, with MONAI's APIs, on each bundle's
+    committed files: large files, necessary and preferred files, version and changelog, metadata schema, inference
+    properties, network input/output against ``network_data_format``, TorchScript export of ``models/model.pt``."""
+    path = zoo_checkout(name, tmp_path / name)
+    configs, meta = path / "configs", path / "configs" / "metadata.json"
+    download_large_files(bundle_path=str(path))
+    for required in ("configs/metadata.json", "LICENSE", "models/model.pt", "configs/inference.json"):
+        assert (path / required).is_file(), f"{name}: necessary file {required} is not existing"
+    metadata = json.loads(meta.read_text())
+    version = metadata["version"]
+    assert version in metadata["changelog"] and version == max(metadata["changelog"], key=Version)
+    assert metadata["schema"].endswith("/" + SCHEMA_NAME)
+    verify_metadata(meta_file=str(meta), filepath=str(SCHEMA_FILE))
+    assert "Research use only" in metadata["intended_use"] and "synthetic" in metadata["data_source"]
+    flow = create_workflow(workflow_type="inference", bundle_root=str(path),
+                           config_file=str(configs / "inference.json"), logging_file=str(configs / "logging.conf"),
+                           meta_file=str(meta))  # fmt: skip
+    flow.properties = {**MetaProperties, **InferProperties}
+    assert flow.check_properties() == []
+    args = {"net_id": "network_def", "meta_file": str(meta), "config_file": str(configs / "inference.json"),
+            "bundle_root": str(path)}  # fmt: skip
+    verify_net_in_out(**args)
+    ckpt_export(filepath=str(path / "models" / "verify_model.ts"), ckpt_file=str(path / "models" / "model.pt"), **args)
+    assert torch.jit.load(str(path / "models" / "verify_model.ts")) is not None
+    for config in configs.glob("*.json"):
+        assert config.read_text().endswith("}\n"), f"{config.name}: no final newline"
+
+
+def test_companion_bundles_import_only_what_their_metadata_installs():
+    """A companion bundle's custom code is the installable package its metadata names (nigral-sbr-bundle, this
+    repository's package), never a path of this repository."""
+    for name in ("dat_spect", "datnet"):
+        root = ZOO_BUNDLES[name]
+        metadata = json.loads((root / "configs" / "metadata.json").read_text())
+        assert metadata["required_packages_version"]["nigral-sbr-bundle"] == bundle.__version__
+        for config in (root / "configs").glob("*.json"):
+            text = config.read_text()
+            assert "bundles/" not in text and "sys.path" not in text, config
+            assert json.loads(text).get("bundle_root", ".") == ".", config

@@ -164,9 +164,28 @@ def test_a_missing_checkpoint_stops_inference_before_the_demo_cohort_is_made(tmp
     code, log = run_logged(cmd, tmp_path / "log")
     assert code == 2
     assert log.rstrip("\n").splitlines()[-1] == (
-        f"error: checkpoint not found: {tmp_path}/models/model.pt (train first, or set --ckpt_path)"
+        f"error: checkpoint not found: {tmp_path}/models/model.pt (give --ckpt_path: a training run writes "
+        "runs/train/model.pt; a checkout ships models/model.pt)"
     )
     assert not (tmp_path / "data").exists()
+
+
+def test_training_refuses_to_write_over_a_shipped_model(tmp_path):
+    shipped = tmp_path / "models" / "model.pt"
+    shipped.parent.mkdir()
+    shipped.write_bytes(b"shipped weights")
+    (tmp_path / "large_files.yml").write_text(
+        "large_files:\n  - path: models/model.pt\n    url: ''\n    hash_val: ''\n    hash_type: sha256\n"
+    )
+    cmd = bundle_command("training", ["configs/train.json"], bundle_root=str(tmp_path), ckpt_path=str(shipped),
+                         output_dir=str(tmp_path / "train"))  # fmt: skip
+    code, log = run_logged(cmd, tmp_path / "log")
+    assert code == 2
+    assert log.rstrip("\n").splitlines()[-1] == (
+        f"error: {shipped} is a shipped demo file (listed in large_files.yml); this run writes its own: "
+        "give another --ckpt_path"
+    )
+    assert shipped.read_bytes() == b"shipped weights" and not (tmp_path / "data").exists()
 
 
 def test_override_ids_known_through_configs_components_and_monai(tmp_path):

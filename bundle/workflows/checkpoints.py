@@ -73,7 +73,10 @@ def require_checkpoint(ckpt_path: str | os.PathLike) -> Path:
     before it reads any data."""
     path = Path(ckpt_path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (train first, or set --ckpt_path)")
+        raise FileNotFoundError(
+            f"checkpoint not found: {path} (give --ckpt_path: a training run writes runs/train/model.pt; "
+            "a checkout ships models/model.pt)"
+        )
     return path
 
 
