@@ -46,7 +46,7 @@ HEADER = """\
 #   python -m monai.bundle download_large_files --bundle_path .
 # Written by scripts/publish_model.py; see docs/integrations/model_zoo.md. An entry with an empty url is committed
 # with the repository (MONAI checks its hash and skips downloading). The models are synthetic-data demo models, for
-# research use only: they say nothing about real SMWI; docs/README.md says how each was made.
+# research use only: they say nothing about real scans; docs/README.md says how each was made.
 """
 
 

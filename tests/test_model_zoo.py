@@ -356,3 +356,14 @@ def test_companion_bundles_import_only_what_their_metadata_installs():
             text = config.read_text()
             assert "bundles/" not in text and "sys.path" not in text, config
             assert json.loads(text).get("bundle_root", ".") == ".", config
+
+
+def test_the_root_metadata_lists_every_runtime_dependency_of_the_package(metadata):
+    """The zoo installs only what metadata.json names (monai, torch, numpy and required_packages_version), so every
+    runtime dependency of the package the root bundle carries must be there."""
+    import tomllib
+
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ \[;]", requirement)[0].lower() for requirement in dependencies}
+    listed = {name.lower() for name in metadata["required_packages_version"]} | {"monai", "torch", "numpy"}
+    assert names <= listed, f"metadata.json lacks {sorted(names - listed)}"
