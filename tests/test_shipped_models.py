@@ -55,11 +55,11 @@ def test_a_fresh_clone_runs_inference_with_the_shipped_files(tiny_cohort, tmp_pa
     for row in rows:
         assert row["interval_kind"] == "calibrated", row
         for side in ("right", "left"):
-            low, sbr, high = (float(row[f"{k}_{side}"]) for k in ("lower", "sbr", "upper"))
+            low, sbr, high = (float(row[f"{k}_{side}"]) for k in ("low", "sbr", "high"))
             assert 0.0 <= low <= sbr <= high, row
     record = json.loads((out / "run.json").read_text())
-    assert record["hashes"]["checkpoint"] == _shipped_hash(REPO, "models/model.pt")
-    assert record["hashes"]["calibration"] == _shipped_hash(REPO, "models/calibration.json")
+    assert record["inputs"]["checkpoint"] == _shipped_hash(REPO, "models/model.pt")
+    assert record["inputs"]["calibration"] == _shipped_hash(REPO, "models/calibration.json")
 
 
 def test_the_shipped_localiser_finds_both_nigrae_of_a_new_wide_field_subject(tmp_path):
@@ -85,8 +85,8 @@ def test_the_companion_demo_models_load_and_classify(name):
     state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
     network.load_state_dict(state.get("model", state))
     network.eval()
-    shape = parser.get_parsed_content("_meta_#network_data_format#inputs#image#spatial_shape", default=None)
-    shape = shape or parser.get_parsed_content("in_shape")
+    metadata = json.loads((root / "configs" / "metadata.json").read_text())
+    shape = metadata["network_data_format"]["inputs"]["image"]["spatial_shape"]
     with torch.no_grad():
         probabilities = torch.softmax(network(torch.rand(2, 1, *shape)), dim=1)
     assert probabilities.shape == (2, len(parser["classes"]))
