@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-
 __all__ = ["PACKAGE_DATA", "LARGE_FILES", "bundle_root", "config_path", "shipped_files", "not_shipped"]
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -45,6 +43,8 @@ def shipped_files(root: str | os.PathLike) -> dict[Path, str]:
     listing = Path(root) / LARGE_FILES
     if not listing.is_file():
         return {}
+    import yaml  # here, not at the top: this module stays importable without site-packages (tests/test_packaging.py)
+
     entries = (yaml.safe_load(listing.read_text()) or {}).get("large_files") or []
     return {(Path(root) / e["path"]).resolve(): e.get("hash_val", "") for e in entries}
 
