@@ -140,3 +140,21 @@ def test_json_png_and_pdf_reports(app_output):
     pdf = (app_output / "sbr_report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and b"/Page" in pdf
     assert np.isfinite(result["right"]["sbr"])
+
+
+def test_make_env_works_from_inside_a_virtual_environment(tmp_path):
+    """A user's venv (no system packages) runs make_env.sh: the Deploy environment sees that venv's packages, not
+    only the base interpreter's (``python -m venv --system-site-packages`` alone gives the base's)."""
+    user = tmp_path / "user-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(user)], check=True, timeout=120)
+    site = subprocess.run([user / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    Path(site, "user_venv_marker.py").write_text("WHERE = 'the user venv'\n")
+    env = dict(os.environ, PATH=f"{user / 'bin'}{os.pathsep}{os.environ['PATH']}", VIRTUAL_ENV=str(user))
+    made = tmp_path / "deploy-env"
+    done = subprocess.run(["bash", "apps/deploy/make_env.sh", str(made)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    probe = "import user_venv_marker, monai.deploy, highdicom; print(user_venv_marker.WHERE)"
+    seen = subprocess.run([made / "bin" / "python", "-c", probe], capture_output=True, text=True, timeout=120)
+    assert seen.returncode == 0 and seen.stdout.strip() == "the user venv", seen.stderr[-2000:]
