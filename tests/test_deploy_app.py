@@ -7,6 +7,7 @@ The app runs in the environment ``apps/deploy/make_env.sh`` makes (``.venv-deplo
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,18 @@ def test_make_env_works_from_inside_a_virtual_environment(tmp_path):
     probe = "import user_venv_marker, monai.deploy, highdicom; print(user_venv_marker.WHERE)"
     seen = subprocess.run([made / "bin" / "python", "-c", probe], capture_output=True, text=True, timeout=120)
     assert seen.returncode == 0 and seen.stdout.strip() == "the user venv", seen.stderr[-2000:]
+
+
+def test_the_apps_sr_and_encapsulated_pdf_pass_dciodvfy(app_output):
+    """David Clunie's IOD verifier (Debian's dicom3tools) finds no error in either DICOM file the app writes."""
+    if shutil.which("dciodvfy") is None:
+        message = "dciodvfy missing: apt-get install dicom3tools"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    for name in ("sbr_sr.dcm", "sbr_report_pdf.dcm"):
+        done = subprocess.run(["dciodvfy", str(app_output / name)], capture_output=True, text=True, timeout=60)
+        errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, (name, errors)
+    pdf = pydicom.dcmread(app_output / "sbr_report_pdf.dcm")
+    sr = pydicom.dcmread(app_output / "sbr_sr.dcm")
+    assert pdf.StudyInstanceUID == sr.StudyInstanceUID and pdf.PatientID == sr.PatientID
+    assert pdf.EncapsulatedDocument[: pdf.EncapsulatedDocumentLength] == (app_output / "sbr_report.pdf").read_bytes()

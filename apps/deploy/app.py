@@ -24,20 +24,11 @@ from monai.deploy.operators import DICOMDataLoaderOperator, DICOMSeriesSelectorO
 
 import bundle
 from apps.deploy.operators import SBRInferenceOperator, SBRReportWriterOperator
+from apps.deploy.rules import SELECTION_RULES
 from bundle.constants import MC_SAMPLES
 from bundle.resources import bundle_root
 
 __all__ = ["NigralSBRApp", "SELECTION_RULES", "main"]
-
-SELECTION_RULES = {
-    "selections": [
-        {
-            "name": "SMWI",
-            "conditions": {"Modality": "(?i)MR", "SeriesDescription": "(?i).*(smwi|swi|susceptibility).*"},
-        }
-    ]
-}
-"""Default series selection: an MR series whose description names SMWI / SWI (regular expressions, case-blind)."""
 
 
 class NigralSBRApp(Application):

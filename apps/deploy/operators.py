@@ -18,6 +18,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pydicom
 from monai.deploy.core import Fragment, Image, Operator, OperatorSpec
 from PIL import Image as PILImage
 
@@ -25,6 +26,7 @@ import bundle
 from bundle.constants import MC_SAMPLES
 from bundle.io import atomic_open, safe_file_stem, write_json
 from bundle.serving.case import CasePrediction, default_checkpoint, predict_case
+from bundle.serving.dicom_pdf import encapsulate_pdf
 from bundle.serving.dicom_sr import write_sbr_report
 
 __all__ = ["SBRInferenceOperator", "SBRReportWriterOperator", "case_name", "volume_to_nifti"]
@@ -104,7 +106,8 @@ class SBRInferenceOperator(Operator):
 
 class SBRReportWriterOperator(Operator):
     """``prediction`` and the selected series -> ``sbr_result.json``, ``sbr_report.png``, ``sbr_report.pdf`` and the
-    DICOM Comprehensive SR ``sbr_sr.dcm`` in ``output_folder``."""
+    DICOM Comprehensive SR ``sbr_sr.dcm`` with the PDF as a DICOM Encapsulated PDF ``sbr_report_pdf.dcm`` in the same
+    study, in ``output_folder``."""
 
     def __init__(self, fragment: Fragment, *args: Any, output_folder: Path, **kwargs: Any) -> None:
         self.output_folder = Path(output_folder)
@@ -125,7 +128,8 @@ class SBRReportWriterOperator(Operator):
             f.write(prediction.report_png.read_bytes())
         with atomic_open(out / "sbr_report.pdf", "wb") as f:
             PILImage.open(prediction.report_png).convert("RGB").save(f, format="PDF", resolution=100.0)
-        write_sbr_report(result, evidence, out / "sbr_sr.dcm", bundle.__version__)
+        report = write_sbr_report(result, evidence, out / "sbr_sr.dcm", bundle.__version__)
+        encapsulate_pdf(out / "sbr_report.pdf", pydicom.dcmread(report), out / "sbr_report_pdf.dcm")
         write_json(out / "sbr_result.json", result)
         logger.info("SBR right %.2f, left %.2f -> %s", result["right"]["sbr"], result["left"]["sbr"], out)
         print(json.dumps({side: result[side] for side in ("right", "left")}))

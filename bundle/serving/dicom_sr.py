@@ -18,7 +18,10 @@ from pydicom.dataset import Dataset
 
 from bundle.constants import SIDES
 
-__all__ = ["SBR_CODE", "write_sbr_report", "read_sbr_report"]
+__all__ = ["SBR_CODE", "SR_SERIES_DESCRIPTION", "write_sbr_report", "read_sbr_report"]
+
+SR_SERIES_DESCRIPTION = "SBR from SMWI - RESEARCH USE ONLY"
+"""The series description of the SBR report; a study router takes a series with it as "already processed"."""
 
 SCHEME = "99NIGSBR"
 """Private coding scheme of this bundle's concepts (DICOM private schemes start with ``99``)."""
@@ -78,7 +81,7 @@ def write_sbr_report(
     sr = hd.sr.ComprehensiveSR(
         evidence=list(evidence), content=report, series_instance_uid=hd.UID(), series_number=series_number,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="nigral-sbr bundle",
-        series_description="SBR from SMWI - RESEARCH USE ONLY",
+        series_description=SR_SERIES_DESCRIPTION,
     )  # fmt: skip
     path = Path(path)
     sr.save_as(path, enforce_file_format=True)
