@@ -447,6 +447,99 @@ def bench_bf16_numerics() -> dict[str, float]:
     return {"bf16_max_relative_error": deviation}
 
 
+def bench_pacs(n_studies: int) -> dict[str, float]:
+    """The PACS loop (docs/integrations/pacs.md) on ``n_studies`` wide-field synthetic SMWI studies sent one after
+    the other to a fresh Orthanc (Debian's package) with the router running beside it as a separate process
+    (``python -m apps.pacs route``, 0.5 s polling, the app's default 100 MC samples): per study the seconds from
+    the moment Orthanc reports it stable to the moment its SR and PDF are both stored (polled every 0.2 s), the
+    router's own peak RSS (``VmHWM``) and the largest Deploy app run's peak RSS (from the router's log)."""
+    import re
+    import signal
+
+    import pydicom
+
+    from apps.pacs.client import OrthancClient
+    from apps.pacs.orthanc import start_orthanc, write_config
+    from bundle.serving.dicom_pdf import PDF_SERIES_DESCRIPTION
+    from bundle.serving.dicom_sr import SR_SERIES_DESCRIPTION
+    from bundle.synthetic import smwi_cohort
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from subjects import write_dicom_series  # the test suite's DICOM series writer (LPS slices, real geometry)
+
+    user, password, port = "bench", "synthetic-only", 18642
+    seconds, app_peaks = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        orthanc = start_orthanc(write_config(tmp / "orthanc", port, user, password, stable_age_s=2), tmp / "o.log")
+        client = OrthancClient(f"http://127.0.0.1:{port}", (user, password))
+        for _ in range(120):
+            try:
+                client.get("/system")
+                break
+            except Exception:
+                time.sleep(0.25)
+        env = dict(os.environ, ORTHANC_USERNAME=user, ORTHANC_PASSWORD=password, PYTHONPATH=str(REPO))
+        log = open(tmp / "router.log", "w")
+        router = subprocess.Popen([sys.executable, "-m", "apps.pacs", "route", "--orthanc", client.url, "--state",
+                                   str(tmp / "state"), "--interval", "0.5"], cwd=REPO, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        cursor, router_peak_mb = 0, 0.0
+        try:
+            for index in range(n_studies):
+                subject = smwi_cohort.simulate_subject(4.0, 2.5, np.random.default_rng(100 + index),
+                                                       smwi_cohort.WIDE_FIELD)  # fmt: skip
+                folder = write_dicom_series(tmp / f"study{index}", subject.volume, subject.affine, seed=index,
+                                            attributes={"PatientID": f"BENCH-{index}", "PatientName": "BENCH",
+                                                        "PatientBirthDate": "19500101", "PatientSex": "O",
+                                                        "StudyDate": "20261204", "StudyTime": "090000",
+                                                        "StudyID": "1", "AccessionNumber": f"B{index}",
+                                                        "ReferringPhysicianName": "",
+                                                        "SeriesDescription": "SMWI axial"})  # fmt: skip
+                uid = pydicom.uid.generate_uid()
+                for path in sorted(folder.glob("*.dcm")):
+                    ds = pydicom.dcmread(path)
+                    ds.StudyInstanceUID = uid
+                    ds.save_as(path)
+                    client.store(path)
+                stable_at = stored_at = None
+                for _ in range(1500):  # at most 5 min a study
+                    now = time.monotonic()
+                    if stable_at is None:
+                        feed = client.changes(cursor, 1000)
+                        cursor = feed["Last"]
+                        if any(change["ChangeType"] == "StableStudy" for change in feed["Changes"]):
+                            stable_at = now
+                    if stable_at is not None:
+                        (study,) = [s for s in client.get("/studies")
+                                    if client.study(s)["MainDicomTags"]["StudyInstanceUID"] == uid]  # fmt: skip
+                        found = {client.series(s)["MainDicomTags"].get("SeriesDescription") for s in
+                                 client.study(study)["Series"]}  # fmt: skip
+                        if {SR_SERIES_DESCRIPTION, PDF_SERIES_DESCRIPTION} <= found:
+                            stored_at = now
+                            break
+                    if router.poll() is not None or "failed:" in (tmp / "router.log").read_text():
+                        raise RuntimeError(f"study {index}: " + (tmp / "router.log").read_text()[-2000:])
+                    status = Path(f"/proc/{router.pid}/status").read_text()
+                    router_peak_mb = max(router_peak_mb, int(re.search(r"VmHWM:\s+(\d+)", status)[1]) / 1024)
+                    time.sleep(0.2)
+                if stored_at is None:
+                    raise RuntimeError(f"study {index}: no SR within 5 min; see {tmp / 'router.log'}")
+                seconds.append(stored_at - stable_at)
+        finally:
+            for process in (router, orthanc):
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=60)
+            log.close()
+        app_peaks = [
+            float(m) for m in re.findall(r"peak RSS of app runs so far (\d+) MB", (tmp / "router.log").read_text())
+        ]
+    return {"pacs_studies": n_studies, "pacs_stable_to_stored_median_s": statistics.median(seconds),
+            "pacs_stable_to_stored_min_s": min(seconds), "pacs_stable_to_stored_max_s": max(seconds),
+            "pacs_router_peak_rss_mb": router_peak_mb,
+            "pacs_app_peak_rss_mb": max(app_peaks, default=float("nan"))}  # fmt: skip
+
+
 def cpu_description() -> str:
     """The CPU model and its bf16 / AMX flags, as ``lscpu`` reports them (for the record beside every figure)."""
     try:
@@ -506,6 +599,9 @@ def main() -> None:
         action="store_true",
         help="CPU: only the backend comparison (Table-1 and demo width) and the quick start's arithmetic (minutes)",
     )
+    parser.add_argument(
+        "--pacs", type=int, metavar="N", help="only the PACS loop: N studies through Orthanc and the router"
+    )
     parser.add_argument("--train-step-child", choices=["default", "reuse"], help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -517,6 +613,12 @@ def main() -> None:
     repeats = 3 if args.quick else 7
     if args.peers_only:
         backend_comparison(max(repeats, 5), compile=not args.no_compile, json_path=args.json)
+        return
+    if args.pacs:
+        pacs = {"cpu": cpu_description(), **bench_pacs(args.pacs)}
+        print(json.dumps(pacs, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(pacs, indent=2) + "\n")
         return
 
     results: dict[str, object] = {

@@ -174,3 +174,42 @@ def test_the_apps_sr_and_encapsulated_pdf_pass_dciodvfy(app_output):
     sr = pydicom.dcmread(app_output / "sbr_sr.dcm")
     assert pdf.StudyInstanceUID == sr.StudyInstanceUID and pdf.PatientID == sr.PatientID
     assert pdf.EncapsulatedDocument[: pdf.EncapsulatedDocumentLength] == (app_output / "sbr_report.pdf").read_bytes()
+
+
+ANONYMISED_SR_AND_PDF = """
+import sys
+from pathlib import Path
+import pydicom
+from PIL import Image
+from bundle.serving.dicom_pdf import encapsulate_pdf
+from bundle.serving.dicom_sr import read_sbr_report, write_sbr_report
+folder, out = Path(sys.argv[1]), Path(sys.argv[2])
+evidence = [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
+assert all("PatientBirthDate" not in ds for ds in evidence)
+summary = {side: {"sbr": sbr, "interval": [sbr - 0.5, sbr + 0.5], "abnormal": sbr < 2.0, "abnormal_below": 2.0}
+           for side, sbr in (("right", 3.25), ("left", 1.5))}
+sr_path = write_sbr_report(summary, evidence, out / "sr.dcm", "test")
+assert read_sbr_report(sr_path)["left"] == {"sbr": 1.5, "low": 1.0, "high": 2.0, "abnormal": True}
+sr = pydicom.dcmread(sr_path)
+assert sr.PatientID == "ANON" and sr.PatientBirthDate == ""
+Image.new("RGB", (20, 10), "white").save(out / "report.pdf", format="PDF")
+pdf = pydicom.dcmread(encapsulate_pdf(out / "report.pdf", sr, out / "pdf.dcm"))
+assert pdf.StudyInstanceUID == sr.StudyInstanceUID and pdf.Modality == "DOC"
+assert pdf.EncapsulatedDocument[: pdf.EncapsulatedDocumentLength] == (out / "report.pdf").read_bytes()
+try:
+    encapsulate_pdf(sr_path, sr, out / "bad.dcm")
+    raise SystemExit("a non-PDF was encapsulated")
+except ValueError as err:
+    assert "not a PDF file" in str(err)
+print("ok")
+"""
+
+
+def test_an_anonymised_series_without_birth_date_still_gets_an_sr_and_a_pdf(tmp_path):
+    """Type 2 attributes the evidence lacks (no birth date, no study date) are written empty; the SR and the
+    Encapsulated PDF read back (in the app's environment, which has highdicom)."""
+    volume, affine, _, _ = demo_subject()
+    folder = write_dicom_series(tmp_path / "anon", volume[:, :, :3], affine, attributes={"PatientID": "ANON"})
+    done = subprocess.run([str(deploy_python()), "-c", ANONYMISED_SR_AND_PDF, str(folder), str(tmp_path)], cwd=REPO,
+                          env=bundle_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

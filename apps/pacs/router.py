@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import resource
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -109,11 +112,16 @@ class StudyRouter:
             command = [*self.deploy_command, "-i", str(work / "dicom"), "-o", str(work / "out")]
             if self.models is not None:
                 command += ["-m", str(self.models)]
+            started = time.monotonic()
             done = subprocess.run(command, env=self.env, cwd=self.cwd, capture_output=True, text=True,
                                   timeout=DEPLOY_TIMEOUT_S)  # fmt: skip
+            seconds = time.monotonic() - started
+            peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest app run so far
             if done.returncode != 0:
                 lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-                return f"failed: the Deploy app exited {done.returncode}: {lines[-1] if lines else ''}"
+                errors = [line for line in lines if re.match(r"^\w*(Error|Exception|error:)", line.strip())]
+                reason = (errors or lines or [""])[-1].strip()
+                return f"failed: the Deploy app exited {done.returncode}: {reason}"
             for name in OUTPUTS:
                 produced = pydicom.dcmread(work / "out" / name, stop_before_pixels=True)
                 if produced.StudyInstanceUID != tags["StudyInstanceUID"] or produced.PatientID != tags.get(
@@ -128,5 +136,6 @@ class StudyRouter:
         shutil.rmtree(work, ignore_errors=True)
         return (
             f"stored SR and PDF (series {smwi['MainDicomTags'].get('SeriesDescription', '')}: "
-            f"SBR right {result['right']['sbr']:.2f}, left {result['left']['sbr']:.2f})"
+            f"SBR right {result['right']['sbr']:.2f}, left {result['left']['sbr']:.2f}; "
+            f"Deploy app {seconds:.1f} s, peak RSS of app runs so far {peak_mb:.0f} MB)"
         )

@@ -23,6 +23,10 @@ __all__ = ["SBR_CODE", "SR_SERIES_DESCRIPTION", "write_sbr_report", "read_sbr_re
 SR_SERIES_DESCRIPTION = "SBR from SMWI - RESEARCH USE ONLY"
 """The series description of the SBR report; a study router takes a series with it as "already processed"."""
 
+TYPE_2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+                 "AccessionNumber", "ReferringPhysicianName")  # fmt: skip
+"""Type 2 attributes (present, may be empty) the SR copies from its evidence."""
+
 SCHEME = "99NIGSBR"
 """Private coding scheme of this bundle's concepts (DICOM private schemes start with ``99``)."""
 
@@ -38,9 +42,15 @@ def write_sbr_report(
     series_number: int = 9901,
 ) -> Path:
     """Write ``summary`` (:meth:`bundle.serving.case.CasePrediction.summary`) as a Comprehensive SR referencing the
-    ``evidence`` series (its patient and study are copied) to ``path``."""
+    ``evidence`` series (its patient and study are copied) to ``path``. Type 2 patient and study attributes that the
+    evidence lacks (an anonymised series often has no birth date) are written empty, as the standard allows."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
+
+    for dataset in evidence:
+        for keyword in TYPE_2_COPIED:
+            if keyword not in dataset:
+                setattr(dataset, keyword, None)
 
     algorithm = hd.sr.AlgorithmIdentification(name="nigral-sbr symmetric regressor", version=algorithm_version)
     device = hd.sr.ObserverContext(
