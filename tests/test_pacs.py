@@ -16,11 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
 import requests
-from conftest import REPO, bundle_env
+from conftest import REPO, bundle_env, require_extra
 from subjects import write_dicom_series
 
 from apps.pacs.client import OrthancClient, credentials
@@ -258,3 +259,82 @@ def test_orthanc_refuses_a_request_without_credentials(pacs):
     client, _ = pacs
     assert requests.get(f"{client.url}/system", timeout=10).status_code == 401
     assert json.loads(json.dumps(client.get("/system")))["Name"] == "nigral-sbr-pacs"
+
+
+def test_monai_label_infers_on_the_orthanc_held_study(pacs, tmp_path):
+    """The radiologist's route: MONAI Label with Orthanc as its DICOMweb datastore (``--studies .../dicom-web``,
+    credentials from the environment); /infer on the SMWI series without clicks (the shipped localiser) and with two
+    clicks gives the SBRs and intervals of ``scripts/predict.py`` on the same series (|Δ| ≤ 1e-6)."""
+    require_extra("apps.label.server", "label").install_pydicom_alias()
+    require_extra("monailabel.app", "label-server")  # the server's own imports
+    client, _ = pacs
+    subject = smwi_cohort.simulate_subject(4.2, 2.1, np.random.default_rng(21), smwi_cohort.WIDE_FIELD)
+    series = write_dicom_series(tmp_path / "smwi", subject.volume, subject.affine, seed=21,
+                                attributes={**patient("SYNTHETIC^L", "SYN-L", 21),
+                                            "SeriesDescription": "SMWI axial"})  # fmt: skip
+    for path in sorted(series.glob("*.dcm")):
+        client.store(path)
+    series_uid = pydicom.dcmread(next(series.glob("*.dcm"))).SeriesInstanceUID
+    shutil.copytree(REPO / "apps" / "label", tmp_path / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    port = free_port()
+    env = dict(bundle_env(), MONAI_LABEL_DICOMWEB_USERNAME=USER, MONAI_LABEL_DICOMWEB_PASSWORD=PASSWORD,
+               MONAI_LABEL_DICOMWEB_CACHE_PATH=str(tmp_path / "cache"))  # fmt: skip
+    command = [sys.executable, "-m", "apps.label", "start_server", "--app", str(tmp_path / "app"), "--studies",
+               f"{client.url}/dicom-web", "--port", str(port), "--conf", "mc_samples", MC_SAMPLES]  # fmt: skip
+    log = open(tmp_path / "label.log", "wb")
+    server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        for _ in range(720):  # bounded in count and time
+            if server.poll() is not None or time.monotonic() > deadline:
+                break
+            try:
+                if requests.get(f"{url}/info/", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.25)
+        assert server.poll() is None, (tmp_path / "label.log").read_text()[-3000:]
+
+        def infer(clicks: dict) -> dict:
+            answer = requests.post(f"{url}/infer/nigral_sbr", params={"image": series_uid, "output": "json"},
+                                   data={"params": json.dumps(clicks)}, timeout=300)  # fmt: skip
+            assert answer.status_code == 200, answer.text[-2000:]
+            return answer.json()
+
+        def predict(*centroids: str) -> dict:
+            out = tmp_path / f"predict{len(centroids)}"
+            done = subprocess.run([sys.executable, "scripts/predict.py", "--image", str(series), "--mc_samples",
+                                   MC_SAMPLES, "--output_dir", str(out), *centroids], cwd=REPO, env=bundle_env(),
+                                  capture_output=True, text=True, timeout=300)  # fmt: skip
+            assert done.returncode == 0, done.stderr[-3000:]
+            with open(out / "predictions.csv") as f:
+                (row,) = csv.DictReader(f)
+            return row
+
+        def same(result: dict, row: dict) -> None:
+            for side in ("right", "left"):
+                assert abs(result[side]["sbr"] - float(row[f"sbr_{side}"])) <= 1e-6
+                low, high = result[side]["interval"]
+                assert abs(low - float(row[f"low_{side}"])) <= 1e-6 and abs(high - float(row[f"high_{side}"])) <= 1e-6
+
+        result = infer({})
+        assert result["centroid_source"] == "localiser"
+        same(result, predict())
+        (converted,) = (tmp_path / "cache").rglob("*.nii.gz")  # the volume MONAI Label made of the series
+        to_voxel = np.linalg.inv(nib.load(converted).affine)
+        worlds = {side: subject.affine @ [*getattr(subject, f"centroid_{side}"), 1.0] for side in ("right", "left")}
+        clicks = [(to_voxel @ worlds[side])[:3].tolist() for side in ("left", "right")]
+        result = infer({"foreground": clicks})
+        assert result["centroid_source"] == "clicks"
+        world_args = [str(v) for side in ("right", "left") for v in (f"--{side}", *map(str, worlds[side][:3]))]
+        same(result, predict(*world_args, "--space", "world"))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        log.close()

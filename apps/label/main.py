@@ -16,6 +16,7 @@ cannot read are HTTP 503 with the workflow's line. MONAI Label itself would answ
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -45,6 +46,12 @@ class NigralSBRLabelApp(MONAILabelApp):
             app_dir=app_dir, studies=studies, conf=conf, name="nigral-sbr", version=bundle.__version__,
             description="Striatal DaT SBR (right, left) with intervals from nigral SMWI - research use only",
         )  # fmt: skip
+
+    def _download_dcmqi_tools(self) -> None:
+        """MONAI Label fetches dcmqi's DICOM-SEG converters from GitHub when it opens a DICOMweb datastore (e.g.
+        ``--studies http://127.0.0.1:8042/dicom-web``); this app writes no DICOM-SEG (its label is NIfTI), so it
+        skips that download, which also lets the server start without internet access."""
+        logging.getLogger(__name__).info("dcmqi tools not fetched: this app writes no DICOM-SEG")
 
     def init_infers(self) -> dict[str, InferTask]:
         return {"nigral_sbr": SBRInferTask(models=self.models, mc_samples=self.mc_samples)}
