@@ -166,6 +166,15 @@ def instance_file(client: OrthancClient, series: dict, path: Path) -> Path:
     return path
 
 
+def dicomweb(client: OrthancClient):
+    """dicomweb-client on Orthanc's DICOMweb root, with the same credentials."""
+    require_extra("dicomweb_client", "label-server")
+    from dicomweb_client.api import DICOMwebClient
+    from dicomweb_client.session_utils import create_session_from_user_pass
+
+    return DICOMwebClient(url=f"{client.url}/dicom-web", session=create_session_from_user_pass(USER, PASSWORD))
+
+
 def test_each_study_gets_one_sr_and_one_pdf_of_its_own_patient(routed, tmp_path):
     client, outcomes, _ = routed
     stored = [study for study, seen in outcomes.items() if any(o.startswith("stored") for o in seen)]
@@ -184,6 +193,12 @@ def test_each_study_gets_one_sr_and_one_pdf_of_its_own_patient(routed, tmp_path)
         assert evidence == {smwi_uid}, "the SR must reference its own study's SMWI series only"
         assert pdf.SOPClassUID == ENCAPSULATED_PDF and pdf.EncapsulatedDocument.startswith(b"%PDF")
         assert pdf.SourceInstanceSequence[0].ReferencedSOPInstanceUID == sr.SOPInstanceUID
+        # the same through DICOMweb (QIDO-RS, WADO-RS), as a viewer or another PACS reads it
+        web = dicomweb(client)
+        modalities = sorted(pydicom.Dataset.from_json(s).Modality for s in web.search_for_series(sr.StudyInstanceUID))
+        assert modalities == ["DOC", "MR", "SR"] if pid == "SYN-B" else ["DOC", "MR", "MR", "SR"], modalities
+        fetched = web.retrieve_instance(sr.StudyInstanceUID, sr.SeriesInstanceUID, sr.SOPInstanceUID)
+        assert fetched.SOPInstanceUID == sr.SOPInstanceUID and fetched.PatientID == pid
 
 
 def test_the_srs_numbers_equal_predict_py_on_the_same_series(routed, tmp_path):
