@@ -456,8 +456,6 @@ def bench_pacs(n_studies: int) -> dict[str, float]:
     import re
     import signal
 
-    import pydicom
-
     from apps.pacs.client import OrthancClient
     from apps.pacs.orthanc import start_orthanc, write_config
     from bundle.serving.dicom_pdf import PDF_SERIES_DESCRIPTION
@@ -465,7 +463,7 @@ def bench_pacs(n_studies: int) -> dict[str, float]:
     from bundle.synthetic import smwi_cohort
 
     sys.path.insert(0, str(REPO / "tests"))
-    from subjects import write_dicom_series  # the test suite's DICOM series writer (LPS slices, real geometry)
+    from subjects import same_study, write_dicom_series  # the test suite's DICOM writers (LPS slices, real geometry)
 
     user, password, port = "bench", "synthetic-only", 18642
     seconds, app_peaks = [], []
@@ -473,12 +471,8 @@ def bench_pacs(n_studies: int) -> dict[str, float]:
         tmp = Path(tmp)
         orthanc = start_orthanc(write_config(tmp / "orthanc", port, user, password, stable_age_s=2), tmp / "o.log")
         client = OrthancClient(f"http://127.0.0.1:{port}", (user, password))
-        for _ in range(120):
-            try:
-                client.get("/system")
-                break
-            except Exception:
-                time.sleep(0.25)
+        if not client.wait_ready():
+            raise RuntimeError(f"Orthanc did not start: {(tmp / 'o.log').read_text()[-2000:]}")
         env = dict(os.environ, ORTHANC_USERNAME=user, ORTHANC_PASSWORD=password, PYTHONPATH=str(REPO))
         log = open(tmp / "router.log", "w")
         router = subprocess.Popen([sys.executable, "-m", "apps.pacs", "route", "--orthanc", client.url, "--state",
@@ -496,11 +490,8 @@ def bench_pacs(n_studies: int) -> dict[str, float]:
                                                         "StudyID": "1", "AccessionNumber": f"B{index}",
                                                         "ReferringPhysicianName": "",
                                                         "SeriesDescription": "SMWI axial"})  # fmt: skip
-                uid = pydicom.uid.generate_uid()
+                uid = same_study(sorted(folder.glob("*.dcm")))
                 for path in sorted(folder.glob("*.dcm")):
-                    ds = pydicom.dcmread(path)
-                    ds.StudyInstanceUID = uid
-                    ds.save_as(path)
                     client.store(path)
                 stable_at = stored_at = None
                 for _ in range(1500):  # at most 5 min a study

@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pydicom
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from subjects import write_dicom_series  # noqa: E402  (the test suite's DICOM series writer)
+from subjects import same_study, write_dicom_series  # noqa: E402  (the test suite's DICOM series writer)
 
 from apps.pacs.client import OrthancClient  # noqa: E402
 from apps.pacs.orthanc import start_orthanc, write_config  # noqa: E402
@@ -58,21 +57,14 @@ def main() -> int:
         orthanc = start_orthanc(config, tmp / "orthanc.log")
         client = OrthancClient(f"http://127.0.0.1:{args.port}", ("unused", "unused"))
         try:
-            for _ in range(120):
-                try:
-                    client.get("/system")
-                    break
-                except Exception:
-                    time.sleep(0.25)
+            if not client.wait_ready():
+                raise RuntimeError(f"Orthanc did not start: {(tmp / 'orthanc.log').read_text()[-2000:]}")
             subject = smwi_cohort.simulate_subject(4.0, 2.5, np.random.default_rng(2026), smwi_cohort.WIDE_FIELD)
             folder = write_dicom_series(tmp / "smwi", subject.volume, subject.affine, seed=1,
                                         attributes={**ATTRIBUTES, "SeriesDescription": "SMWI axial",
                                                     "SeriesNumber": 5})  # fmt: skip
-            uid = pydicom.uid.generate_uid()
+            same_study(sorted(folder.glob("*.dcm")))
             for path in sorted(folder.glob("*.dcm")):
-                ds = pydicom.dcmread(path)
-                ds.StudyInstanceUID = uid
-                ds.save_as(path)
                 client.store(path)
             env = dict(os.environ, PYTHONPATH=str(REPO), NIGRAL_SBR_MC_SAMPLES="20")
             deploy = [str(REPO / ".venv-deploy" / "bin" / "python"), "-m", "apps.deploy"]

@@ -3,6 +3,8 @@
 import importlib
 import logging
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -75,3 +77,16 @@ def require_extra(module: str, extra: str) -> ModuleType:
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message, allow_module_level=True)
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 30) -> None:
+    """Stop a server started with ``start_new_session=True`` by its process group: SIGTERM, then SIGKILL when it is
+    still there after ``grace_s``."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace_s)

@@ -117,3 +117,16 @@ def tiny_model(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ModelRecord(network, sbr_max=DEFAULT_SBR_MAX).state_dict(), path)
     return path
+
+
+def same_study(paths, uid: str | None = None) -> str:
+    """Put the DICOM files ``paths`` (series written by :func:`write_dicom_series`, each in a study of its own) into
+    one study: their StudyInstanceUID becomes ``uid`` (default: a new one), which is returned."""
+    import pydicom
+
+    uid = uid or pydicom.uid.generate_uid()
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID = uid
+        ds.save_as(path)
+    return uid

@@ -6,9 +6,7 @@ reason. Also the DICOM-SEG round trip that makes the server's pydicom 3 import a
 
 import csv
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import REPO, bundle_env, require_extra
+from conftest import REPO, bundle_env, require_extra, stop_process_group
 from subjects import demo_subject, save_nifti, world, write_dicom_series
 
 server = require_extra("apps.label.server", "label")
@@ -91,7 +89,7 @@ def base_url(studies):
             pytest.fail(f"no /info/ within {STARTUP_S} s:\n{server_log(root)}", pytrace=False)
         yield url
     finally:
-        stop(process)
+        stop_process_group(process)
         log.close()
 
 
@@ -100,18 +98,6 @@ def answers(url: str) -> bool:
         return http(url, timeout=5)[0] == 200
     except OSError:  # not listening yet
         return False
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (uvicorn shuts down), SIGKILL if it is still there after 30 s."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
 
 
 def server_log(root: Path) -> str:

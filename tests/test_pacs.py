@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
-from conftest import REPO, bundle_env, require_extra
+from conftest import REPO, bundle_env, require_extra, stop_process_group
 from subjects import write_dicom_series
 
 from apps.pacs.client import OrthancClient, credentials
@@ -89,26 +88,11 @@ def pacs(tmp_path_factory):
     process = subprocess.Popen([ORTHANC, str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     client = OrthancClient(f"http://127.0.0.1:{port}", (USER, PASSWORD))
     try:
-        deadline = time.monotonic() + STARTUP_S
-        for _ in range(int(STARTUP_S / 0.25)):
-            if process.poll() is not None or time.monotonic() > deadline:
-                break
-            try:
-                client.get("/system")
-                break
-            except requests.RequestException:
-                time.sleep(0.25)
-        else:
-            pytest.fail("Orthanc did not answer within the bounded wait")
-        assert process.poll() is None, (root / "orthanc.log").read_text()[-3000:]
+        ready = client.wait_ready(STARTUP_S)  # bounded wait
+        assert ready and process.poll() is None, (root / "orthanc.log").read_text()[-3000:]
         yield client, root
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+        stop_process_group(process)
         log.close()
 
 
@@ -346,10 +330,5 @@ def test_monai_label_infers_on_the_orthanc_held_study(pacs, tmp_path):
         world_args = [str(v) for side in ("right", "left") for v in (f"--{side}", *map(str, worlds[side][:3]))]
         same(result, predict(*world_args, "--space", "world"))
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
+        stop_process_group(server)
         log.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,19 @@ class OrthancClient:
         self.url = url.rstrip("/")
         self.session = requests.Session()
         self.session.auth = auth
+
+    def wait_ready(self, timeout_s: float = 60.0, poll_s: float = 0.25) -> bool:
+        """Whether ``/system`` answers within ``timeout_s`` (a server just started; bounded in time and count)."""
+        deadline = time.monotonic() + timeout_s
+        for _ in range(int(timeout_s / poll_s) + 1):
+            try:
+                self.get("/system")
+                return True
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(poll_s)
+        return False
 
     def get(self, path: str, **params: Any) -> Any:
         response = self.session.get(f"{self.url}{path}", params=params, timeout=TIMEOUT_S)
