@@ -90,3 +90,9 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 30) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=grace_s)
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The ``Error`` lines of David Clunie's IOD verifier (Debian's dicom3tools) on one DICOM file."""
+    done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import REPO, bundle_env
+from conftest import REPO, bundle_env, dciodvfy_errors
 from PIL import Image
 from subjects import demo_subject, tiny_model, write_dicom_series
 
@@ -167,8 +167,7 @@ def test_the_apps_sr_and_encapsulated_pdf_pass_dciodvfy(app_output):
         message = "dciodvfy missing: apt-get install dicom3tools"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     for name in ("sbr_sr.dcm", "sbr_report_pdf.dcm"):
-        done = subprocess.run(["dciodvfy", str(app_output / name)], capture_output=True, text=True, timeout=60)
-        errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+        errors = dciodvfy_errors(app_output / name)
         assert not errors, (name, errors)
     pdf = pydicom.dcmread(app_output / "sbr_report_pdf.dcm")
     sr = pydicom.dcmread(app_output / "sbr_sr.dcm")

@@ -20,7 +20,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
-from conftest import REPO, bundle_env, require_extra, stop_process_group
+from conftest import REPO, bundle_env, dciodvfy_errors, require_extra, stop_process_group
 from subjects import write_dicom_series
 
 from apps.pacs.client import OrthancClient, credentials
@@ -231,8 +231,7 @@ def test_the_stored_sr_and_pdf_pass_dciodvfy_and_the_sr_renders(routed, tmp_path
     series = series_by_description(client, study_of(client, "SYN-A"))
     for description in (SR_SERIES_DESCRIPTION, PDF_SERIES_DESCRIPTION):
         path = instance_file(client, series[description][0], tmp_path / "x.dcm")
-        done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-        errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+        errors = dciodvfy_errors(path)
         assert not errors, errors
         if description == SR_SERIES_DESCRIPTION:
             dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, timeout=60)

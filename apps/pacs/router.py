@@ -17,7 +17,6 @@ import json
 import logging
 import re
 import resource
-import shutil
 import subprocess
 import tempfile
 import time
@@ -133,7 +132,6 @@ class StudyRouter:
                 if stored.get("ParentStudy") != study_id:
                     raise RuntimeError(f"Orthanc filed {name} under study {stored.get('ParentStudy')}")
             result = json.loads((work / "out" / "sbr_result.json").read_text())
-        shutil.rmtree(work, ignore_errors=True)
         return (
             f"stored SR and PDF (series {smwi['MainDicomTags'].get('SeriesDescription', '')}: "
             f"SBR right {result['right']['sbr']:.2f}, left {result['left']['sbr']:.2f}; "
