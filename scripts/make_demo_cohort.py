@@ -4,6 +4,7 @@ Usage (from the repository root)::
 
     python scripts/make_demo_cohort.py [--out data/demo] [--n-patients 367] [--seed 0] [--workers N] [--force]
     python scripts/make_demo_cohort.py --field wide --out data/demo_wide   # wide field of view (the localiser)
+    python scripts/make_demo_cohort.py --multisite --out data/multisite [--site-sizes 150 100 70 47]
 """
 
 from __future__ import annotations
@@ -16,13 +17,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bundle.synthetic.multisite_cohort import DEFAULT_SITE_SIZES, generate_multisite_cohort  # noqa: E402
 from bundle.synthetic.smwi_cohort import generate_cohort  # noqa: E402
 
 
 def _summary(datalist_path: Path) -> str:
-    """One line: n, PD fraction, mean SBR per group, right-left Pearson r."""
+    """One line (one per site for the multi-site cohort): n, PD fraction, mean SBR per group, right-left r."""
     cases = [c for section in json.loads(datalist_path.read_text()).values() for c in section]
     truth = {p["id"]: p for p in json.loads((datalist_path.parent / "cohort.json").read_text())["patients"]}
+    if cases and "site" in cases[0]:
+        sites = sorted({c["site"] for c in cases})
+        per_site = [_summary_of([c for c in cases if c["site"] == s], truth) for s in sites]
+        return "\n".join(f"{s}: {line}" for s, line in zip(sites, per_site, strict=True))
+    return _summary_of(cases, truth)
+
+
+def _summary_of(cases: list[dict], truth: dict[str, dict]) -> str:
+    """One line for ``cases``."""
     right = [c["sbr_right"] for c in cases]
     left = [c["sbr_left"] for c in cases]
     mean = {c["id"]: (c["sbr_right"] + c["sbr_left"]) / 2 for c in cases}
@@ -50,12 +61,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
     parser.add_argument("--field", choices=("slab", "wide"), default="slab",
                         help="midbrain slab (generator 1.1.0, the demo) or wide field of view (2.0.0)")  # fmt: skip
+    parser.add_argument("--multisite", action="store_true",
+                        help="the multi-site cohort: one folder per site plus a pooled datalist")  # fmt: skip
+    parser.add_argument("--site-sizes", type=int, nargs="+", default=list(DEFAULT_SITE_SIZES),
+                        help="patients per site with --multisite (default: 150 100 70 47)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        datalist = generate_cohort(
-            args.out, n_patients=args.n_patients, seed=args.seed, num_workers=args.workers, force=args.force,
-            field=args.field,
-        )  # fmt: skip
+        if args.multisite:
+            datalist = generate_multisite_cohort(
+                args.out, sizes=args.site_sizes, seed=args.seed, num_workers=args.workers, force=args.force
+            )
+        else:
+            datalist = generate_cohort(
+                args.out, n_patients=args.n_patients, seed=args.seed, num_workers=args.workers, force=args.force,
+                field=args.field,
+            )  # fmt: skip
     except (FileExistsError, ValueError) as err:
         parser.exit(1, f"error: {err}\n")
     print(datalist)

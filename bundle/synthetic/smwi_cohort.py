@@ -34,6 +34,7 @@ from bundle.synthetic.smwi_model import (
     ANATOMY,
     LABELS,
     SBR_MAX,
+    SCANNER,
     SLAB,
     SURROUNDINGS,
     VARIATION,
@@ -125,7 +126,7 @@ def generate_cohort(
             (pid, *sbr[i], seq, str(tmp / IMAGE_DIR / f"{pid}.nii.gz"), field)
             for i, (pid, seq) in enumerate(zip(ids, image_seq.spawn(n_patients), strict=True))
         ]
-        results = _render_all(tasks, min(num_workers or os.cpu_count() or 1, n_patients), progress)
+        results = render_all(tasks, min(num_workers or os.cpu_count() or 1, n_patients), progress)
         cases = [
             {
                 "id": pid,
@@ -142,7 +143,7 @@ def generate_cohort(
         datalist = {
             name: [cases[i] for i in sorted(order[bounds[k] : bounds[k + 1]])] for k, name in enumerate(SECTIONS)
         }
-        _write_json(tmp / DATALIST_NAME, datalist)
+        write_json(tmp / DATALIST_NAME, datalist)
         field_of_view = FIELDS[field][1]
         model = {"labels": LABELS, "anatomy": ANATOMY, "variation": VARIATION, "acquisition": ACQUISITION,
                  "field_of_view": field_of_view}  # fmt: skip
@@ -162,7 +163,7 @@ def generate_cohort(
                 {"id": res["id"], "is_pd": bool(labels["is_pd"][i]), **res["truth"]} for i, res in enumerate(results)
             ],
         }
-        _write_json(tmp / COHORT_NAME, meta)
+        write_json(tmp / COHORT_NAME, meta)
         install_cohort(tmp, out_dir, params, replace=existed)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing left once renamed into place
@@ -212,10 +213,15 @@ def structure_masks(out_dir: str | os.PathLike, patient_id: str) -> tuple[dict[s
     return s.masks, s.affine
 
 
-def _render_case(task: tuple[str, float, float, np.random.SeedSequence, str, str]) -> dict:
-    """Worker: render one patient, write its NIfTI, return its annotation and ground truth."""
-    patient_id, sbr_right, sbr_left, seed_seq, path, field = task
-    s = simulate_subject(sbr_right, sbr_left, np.random.default_rng(seed_seq), FIELDS[field][1])
+def _render_case(task: tuple) -> dict:
+    """Worker: render one patient, write its NIfTI, return its annotation and ground truth.
+
+    ``task``: ``(id, sbr_right, sbr_left, SeedSequence, path, field)`` where ``field`` is a name of ``FIELDS`` or a
+    ``FieldOfView``, optionally followed by a ``Scanner`` (default ``SCANNER``)."""
+    patient_id, sbr_right, sbr_left, seed_seq, path, field, *scanner = task
+    field_of_view = FIELDS[field][1] if isinstance(field, str) else field
+    s = simulate_subject(sbr_right, sbr_left, np.random.default_rng(seed_seq), field_of_view, scanner=scanner[0]
+                         if scanner else SCANNER)  # fmt: skip
     pathlib.Path(path).write_bytes(_nifti_bytes(s.volume, s.affine))
     return {
         "id": patient_id,
@@ -230,8 +236,8 @@ def _render_case(task: tuple[str, float, float, np.random.SeedSequence, str, str
     }
 
 
-def _render_all(tasks: list[tuple], num_workers: int, progress: bool) -> list[dict]:
-    """Render all tasks in order, in-process or with a spawn pool of ``num_workers``."""
+def render_all(tasks: list[tuple], num_workers: int, progress: bool) -> list[dict]:
+    """Render all tasks (see ``_render_case``) in order, in-process or with a spawn pool of ``num_workers``."""
     results = []
     with tqdm(total=len(tasks), desc="synthetic cohort", unit="patient", disable=None if progress else True) as bar:
         if num_workers <= 1:
@@ -278,7 +284,8 @@ def _is_empty_dir(path: pathlib.Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
-def _write_json(path: pathlib.Path, obj: dict) -> None:
+def write_json(path: pathlib.Path, obj: dict) -> None:
+    """Indented JSON with a final newline (the cohort files)."""
     path.write_text(json.dumps(obj, indent=1) + "\n")
 
 

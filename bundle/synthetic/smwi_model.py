@@ -29,6 +29,8 @@ __all__ = [
     "SLAB",
     "WIDE_FIELD",
     "SURROUNDINGS",
+    "Scanner",
+    "SCANNER",
     "sample_labels",
 ]
 
@@ -171,10 +173,27 @@ class Surroundings:
     vein: float = 0.6
 
 
+@dataclass(frozen=True)
+class Scanner:
+    """How one site renders the same anatomy: voxel grid, slab angulation, tissue contrast and acquisition.
+
+    The single-site cohorts use ``SCANNER`` (the module defaults); the multi-site cohort
+    (:mod:`bundle.synthetic.site_model`) derives one per site. ``edge_width`` grows with the voxel size (partial
+    volume: a larger voxel averages over a wider boundary); ``slab_tilt_deg`` turns the slab about the left-right axis.
+    """
+
+    voxel_size_mm: tuple[float, float, float]
+    slab_tilt_deg: float
+    anatomy: Anatomy
+    acquisition: Acquisition
+    visibility_factor: tuple[float, float]
+
+
 LABELS = LabelModel()
 ANATOMY = Anatomy()
 VARIATION = SubjectVariation()
 ACQUISITION = Acquisition()
+SCANNER = Scanner(VOXEL_SIZE, 0.0, ANATOMY, ACQUISITION, VARIATION.visibility_factor)
 SLAB = FieldOfView(VOLUME_SHAPE, None, VARIATION.rot_z_deg, VARIATION.rot_xy_deg, surroundings=False)
 WIDE_FIELD = FieldOfView(shape=(208, 208, 36), shift_sd_mm=(10.0, 10.0, 2.0), rot_z_deg=10.0, rot_xy_deg=4.0,
                          surroundings=True)  # fmt: skip
@@ -186,11 +205,13 @@ STRUCTURES = ("nigrosome", "nigra", "red_nucleus")
 substantia nigra and the red nucleus of each side, each where its painted shape's membership is at least 0.5."""
 
 
-def sample_labels(n_patients: int, rng: np.random.Generator) -> dict:
-    """Draw per-patient striatal SBRs: arrays ``sbr_right``, ``sbr_left`` (3 decimals) and ``is_pd`` (bool)."""
+def sample_labels(n_patients: int, rng: np.random.Generator, model: LabelModel = LABELS) -> dict:
+    """Draw per-patient striatal SBRs: arrays ``sbr_right``, ``sbr_left`` (3 decimals) and ``is_pd`` (bool).
+
+    ``model``: the case mix (PD fraction, PD stage); the multi-site cohort gives each site its own."""
     if n_patients < 1:
         raise ValueError(f"n_patients must be >= 1, got {n_patients}")
-    m = LABELS
+    m = model
     is_pd = rng.random(n_patients) < m.pd_fraction
     pd_level = rng.normal(m.pd_mean, m.pd_sd, n_patients)
     non_pd_level = rng.normal(m.non_pd_mean, m.non_pd_sd, n_patients)

@@ -24,13 +24,17 @@ from bundle.synthetic.smwi_model import (
     ACQUISITION,
     ANATOMY,
     PATCH_SHAPE,
+    SCANNER,
     SLAB,
     STRUCTURES,
     SURROUNDINGS,
     VARIATION,
     VOLUME_SHAPE,
     VOXEL_SIZE,
+    Acquisition,
+    Anatomy,
     FieldOfView,
+    Scanner,
 )
 
 __all__ = ["RenderedSubject", "render_subject", "simulate_subject"]
@@ -52,14 +56,20 @@ class RenderedSubject:
 
 
 def simulate_subject(
-    sbr_right: float, sbr_left: float, rng: np.random.Generator, field: FieldOfView = SLAB, masks: bool = False
+    sbr_right: float,
+    sbr_left: float,
+    rng: np.random.Generator,
+    field: FieldOfView = SLAB,
+    masks: bool = False,
+    scanner: Scanner = SCANNER,
 ) -> RenderedSubject:
     """Render one synthetic SMWI volume of ``field`` from its right/left SBRs and return it with its ground truth.
 
-    With ``SLAB`` the output is that of generator 1.1.0, bit for bit. ``masks`` adds the structure masks (no random
-    numbers are drawn for them, so the volume is the same either way)."""
-    a, var, acq = ANATOMY, VARIATION, ACQUISITION
-    shape = field.shape
+    With ``SLAB`` and ``SCANNER`` the output is that of generator 1.1.0, bit for bit. ``masks`` adds the structure
+    masks (no random numbers are drawn for them, so the volume is the same either way). ``scanner``: a site's voxel
+    grid (``field.shape`` counts its voxels), slab angulation, contrast and acquisition (multi-site cohort)."""
+    a, var, acq = scanner.anatomy, VARIATION, scanner.acquisition
+    shape, voxel = field.shape, scanner.voxel_size_mm
     scale = 1.0 + rng.uniform(-var.scale, var.scale)
     if field.shift_sd_mm is None:
         shift = rng.uniform(-var.shift_mm, var.shift_mm, 3)
@@ -69,13 +79,15 @@ def simulate_subject(
     rot = _rotation(*np.radians(rng.uniform(-1.0, 1.0, 3) * [field.rot_xy_deg, field.rot_xy_deg, field.rot_z_deg]))
     side_shift = rng.uniform(-var.side_shift_mm, var.side_shift_mm, (2, 3))
     side_scale = 1.0 + rng.uniform(-var.side_scale, var.side_scale, 2)
-    factor = rng.uniform(*var.visibility_factor)
+    factor = rng.uniform(*scanner.visibility_factor)
     cistern = rng.uniform(*a.cistern_width)
     visibility = (_visibility(sbr_right, factor), _visibility(sbr_left, factor))
 
-    # subject-frame coordinates p of every voxel centre g, where g = scale * rot @ p + shift
-    gx, gy, gz = (g - np.float32(s) for g, s in zip(_grid_mm(shape), shift, strict=True))
-    inv = (rot.T / scale).astype(np.float32)
+    # subject-frame coordinates p of every voxel centre g, where tilt @ g = scale * rot @ p + shift
+    tilt = _rotation(math.radians(scanner.slab_tilt_deg), 0.0, 0.0)
+    grid_shift = shift if scanner.slab_tilt_deg == 0.0 else tilt.T @ shift
+    gx, gy, gz = (g - np.float32(s) for g, s in zip(_grid_mm(shape, voxel), grid_shift, strict=True))
+    inv = (rot.T / scale if scanner.slab_tilt_deg == 0.0 else rot.T @ tilt / scale).astype(np.float32)
     px, py, pz = (inv[i, 0] * gx + inv[i, 1] * gy + inv[i, 2] * gz for i in range(3))
 
     midbrain = np.minimum(_ellipse_sd((px, py), a.body_centre, a.body_semi), _peduncle_sd(px, py))
@@ -84,8 +96,8 @@ def simulate_subject(
     img = np.full(px.shape, a.background, np.float32)
     if field.surroundings:
         _paint_surroundings(img, px, py, pz)
-    _paint(img, midbrain - np.float32(cistern), a.csf)
-    _paint(img, midbrain, a.tissue)
+    _paint(img, midbrain - np.float32(cistern), a.csf, a.edge_width)
+    _paint(img, midbrain, a.tissue, a.edge_width)
 
     n1_side_frame = _nigrosome_centre()
     true_voxels = []
@@ -94,33 +106,36 @@ def simulate_subject(
         sx, sy, sz = side_shift[side]
         k = np.float32(1.0 / side_scale[side])
         x = (np.float32(mirror) * px - np.float32(sx)) * k
-        shapes = _paint_side(img, x, (py - np.float32(sy)) * k, (pz - np.float32(sz)) * k, sbr, visibility[side])
+        shapes = _paint_side(img, x, (py - np.float32(sy)) * k, (pz - np.float32(sz)) * k, sbr, visibility[side], a)
         if masks:
             name = ("right", "left")[side]
             structure_masks |= {f"{structure}_{name}": shapes[structure] < 0 for structure in STRUCTURES}
         n1 = side_shift[side] + side_scale[side] * n1_side_frame
         n1[0] *= mirror
-        true_voxels.append(_mm_to_voxel(scale * rot @ n1 + shift, shape))
-    _paint(img, _ellipse_sd((px, py), a.aqueduct_centre, (a.aqueduct_radius,) * 2), a.csf)
+        world = scale * rot @ n1 + shift
+        true_voxels.append(_mm_to_voxel(world if scanner.slab_tilt_deg == 0.0 else tilt.T @ world, shape, voxel))
+    _paint(img, _ellipse_sd((px, py), a.aqueduct_centre, (a.aqueduct_radius,) * 2), a.csf, a.edge_width)
     if field.surroundings:
         _paint_veins(img, px, py, pz, rng)
 
     img += np.float32(acq.processing_noise_sd) * _laplacian_noise(rng, shape)
-    img *= _bias_field(rng, shape)
+    img *= _bias_field(rng, shape, voxel, acq.bias_coef)
     sigma = np.float32(rng.uniform(*acq.rician_sigma))
     real = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
     imag = sigma * rng.standard_normal(img.shape, dtype=np.float32)
     img = np.sqrt(real * real + imag * imag) * np.float32(rng.uniform(*acq.gain))
     volume = np.rint(img).clip(0, np.iinfo(np.int16).max).astype(np.int16)
 
-    affine = np.diag([*VOXEL_SIZE, 1.0])
-    affine[:3, 3] = -0.5 * (np.asarray(shape) - 1) * VOXEL_SIZE
+    affine = np.diag([*voxel, 1.0])
+    affine[:3, 3] = -0.5 * (np.asarray(shape) - 1) * voxel
+    if scanner.slab_tilt_deg != 0.0:
+        affine[:3] = tilt @ affine[:3]
     affine[:3, 3] += rng.uniform(-acq.scanner_offset_mm, acq.scanner_offset_mm, 3)
     return RenderedSubject(
         volume=volume,
         affine=affine,
-        centroid_right=_annotate(true_voxels[0], rng, shape),
-        centroid_left=_annotate(true_voxels[1], rng, shape),
+        centroid_right=_annotate(true_voxels[0], rng, shape, acq, voxel),
+        centroid_left=_annotate(true_voxels[1], rng, shape, acq, voxel),
         nigrosome_right=true_voxels[0],
         nigrosome_left=true_voxels[1],
         visibility_right=visibility[0],
@@ -140,14 +155,14 @@ def render_subject(
 # --- image model -------------------------------------------------------------------------------------------------
 
 
-def _inside(sd: np.ndarray) -> np.ndarray:
+def _inside(sd: np.ndarray, edge_width: float = ANATOMY.edge_width) -> np.ndarray:
     """Soft membership (0..1) of a signed distance in mm, negative inside."""
-    return 0.5 * (1.0 - np.tanh(sd * np.float32(0.5 / ANATOMY.edge_width)))
+    return 0.5 * (1.0 - np.tanh(sd * np.float32(0.5 / edge_width)))
 
 
-def _paint(img: np.ndarray, sd: np.ndarray, value: float) -> None:
+def _paint(img: np.ndarray, sd: np.ndarray, value: float, edge_width: float = ANATOMY.edge_width) -> None:
     """Blend ``value`` into ``img`` inside the soft shape given by its signed distance ``sd``."""
-    img += (np.float32(value) - img) * _inside(sd)
+    img += (np.float32(value) - img) * _inside(sd, edge_width)
 
 
 def _ellipse_sd(coords: Sequence[np.ndarray], centre: Sequence[float], semi: Sequence[float]) -> np.ndarray:
@@ -176,20 +191,20 @@ def _peduncle_sd(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _paint_side(
-    img: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, sbr: float, visibility: float
+    img: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, sbr: float, visibility: float, a: Anatomy = ANATOMY
 ) -> dict[str, np.ndarray]:
     """Paint crus cerebri, red nucleus, SN and nigrosome-1 of one side, given side-frame coordinates; return the
     signed distances (mm, negative inside) of the red nucleus, the nigra and the nigrosome-1 (STRUCTURES)."""
-    a, var = ANATOMY, VARIATION
+    var, edge = VARIATION, a.edge_width
     lo, hi = var.degeneration_sbr
     degeneration = min(max((hi - sbr) / (hi - lo), 0.0), 1.0)
     dx, dy = x - np.float32(a.sn_arc_centre[0]), y - np.float32(a.sn_arc_centre[1])
     r = np.sqrt(dx * dx + dy * dy)
     theta = np.arctan2(dy, dx)
 
-    _paint(img, np.maximum(_peduncle_sd(x, y), np.float32(a.sn_radius + 0.5 * a.sn_thickness + 0.5) - r), a.crus)
+    _paint(img, np.maximum(_peduncle_sd(x, y), np.float32(a.sn_radius + 0.5 * a.sn_thickness + 0.5) - r), a.crus, edge)
     red_nucleus = _ellipse_sd((x, y, z), a.rn_centre, a.rn_semi)
-    _paint(img, red_nucleus, a.rn)
+    _paint(img, red_nucleus, a.rn, edge)
 
     t0, t1 = (math.radians(t) for t in a.sn_angles_deg)
     along = np.float32(a.sn_radius) * (theta - np.float32(0.5 * (t0 + t1)))  # arc length from the SN middle
@@ -199,12 +214,12 @@ def _paint_side(
         np.abs(r - np.float32(a.sn_radius)) - np.float32(0.5 * thickness),
         np.abs(z) - np.float32(a.sn_z_half),
     )
-    _paint(img, sn, a.sn - var.sn_darkening * degeneration)
+    _paint(img, sn, a.sn - var.sn_darkening * degeneration, edge)
 
     n1_r = np.float32(a.sn_radius + a.n1_radius_offset)
     n1_along = n1_r * (theta - np.float32(math.radians(a.n1_angle_deg)))  # curved: follows the SN arc
     n1 = _ellipse_sd((n1_along, r - n1_r, z), (0.0, 0.0, a.n1_z), a.n1_semi)
-    img += np.float32(visibility * a.n1_contrast) * _inside(n1)
+    img += np.float32(visibility * a.n1_contrast) * _inside(n1, edge)
     return {"nigrosome": n1, "nigra": sn, "red_nucleus": red_nucleus}
 
 
@@ -271,14 +286,18 @@ def _rotation(rx: float, ry: float, rz: float) -> np.ndarray:
 
 
 @functools.cache
-def _grid_mm(shape: tuple[int, int, int] = VOLUME_SHAPE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _grid_mm(
+    shape: tuple[int, int, int] = VOLUME_SHAPE, voxel: tuple[float, float, float] = VOXEL_SIZE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Broadcastable voxel-centre coordinates (mm) relative to the volume centre."""
-    x, y, z = (((np.arange(n) - 0.5 * (n - 1)) * s).astype(np.float32) for n, s in zip(shape, VOXEL_SIZE, strict=True))
+    x, y, z = (((np.arange(n) - 0.5 * (n - 1)) * s).astype(np.float32) for n, s in zip(shape, voxel, strict=True))
     return x[:, None, None], y[None, :, None], z[None, None, :]
 
 
-def _mm_to_voxel(g: np.ndarray, shape: tuple[int, int, int] = VOLUME_SHAPE) -> np.ndarray:
-    return g / np.asarray(VOXEL_SIZE) + 0.5 * (np.asarray(shape) - 1)
+def _mm_to_voxel(
+    g: np.ndarray, shape: tuple[int, int, int] = VOLUME_SHAPE, voxel: tuple[float, float, float] = VOXEL_SIZE
+) -> np.ndarray:
+    return g / np.asarray(voxel) + 0.5 * (np.asarray(shape) - 1)
 
 
 def _laplacian_noise(rng: np.random.Generator, shape: tuple[int, int, int] = VOLUME_SHAPE) -> np.ndarray:
@@ -290,25 +309,35 @@ def _laplacian_noise(rng: np.random.Generator, shape: tuple[int, int, int] = VOL
     return lap * np.float32(1.0 / math.sqrt(42.0))
 
 
-def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int] = VOLUME_SHAPE) -> np.ndarray:
+def _bias_field(
+    rng: np.random.Generator,
+    shape: tuple[int, int, int] = VOLUME_SHAPE,
+    voxel: tuple[float, float, float] = VOXEL_SIZE,
+    bias_coef: float = ACQUISITION.bias_coef,
+) -> np.ndarray:
     """Smooth multiplicative bias: exp of a random quadratic polynomial of the normalised coordinates."""
-    u = [g / np.float32(0.5 * n * s) for g, n, s in zip(_grid_mm(shape), shape, VOXEL_SIZE, strict=True)]
+    u = [g / np.float32(0.5 * n * s) for g, n, s in zip(_grid_mm(shape, voxel), shape, voxel, strict=True)]
     terms = (u[0], u[1], u[2], u[0] * u[1], u[0] * u[2], u[1] * u[2], u[0] ** 2, u[1] ** 2, u[2] ** 2)
-    coef = rng.uniform(-ACQUISITION.bias_coef, ACQUISITION.bias_coef, len(terms)).astype(np.float32)
+    coef = rng.uniform(-bias_coef, bias_coef, len(terms)).astype(np.float32)
     return np.exp(sum(c * t for c, t in zip(coef, terms, strict=True)))
 
 
 def _annotate(
-    true_voxel: np.ndarray, rng: np.random.Generator, shape: tuple[int, int, int] = VOLUME_SHAPE
+    true_voxel: np.ndarray,
+    rng: np.random.Generator,
+    shape: tuple[int, int, int] = VOLUME_SHAPE,
+    acq: Acquisition = ACQUISITION,
+    voxel: tuple[float, float, float] = VOXEL_SIZE,
 ) -> np.ndarray:
-    """Rounded true centre plus a human clicking error; the patch around it must fit the volume."""
-    acq = ACQUISITION
+    """Rounded true centre plus a human clicking error; the patch around it (``PATCH_SHAPE`` at ``VOXEL_SIZE``, in
+    ``voxel``-sized voxels) must fit the volume."""
     error = rng.integers(-acq.annotation_error_vox, acq.annotation_error_vox + 1, 3)
     p = acq.annotation_z_error_p
     error[2] = rng.choice((-1, 0, 1), p=(p / 2, 1 - p, p / 2))
     centroid = np.rint(true_voxel).astype(int) + error
-    low = centroid - np.asarray(PATCH_SHAPE) // 2
-    assert np.all(low >= 0) and np.all(low + PATCH_SHAPE <= np.asarray(shape)), (
+    patch = np.ceil(np.asarray(PATCH_SHAPE) * np.asarray(VOXEL_SIZE) / np.asarray(voxel) - 1e-9).astype(int)
+    low = centroid - patch // 2
+    assert np.all(low >= 0) and np.all(low + patch <= np.asarray(shape)), (
         f"patch around centroid {centroid.tolist()} leaves the volume"
     )
     return centroid
