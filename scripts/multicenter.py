@@ -5,7 +5,8 @@ Designs (each trained with the bundle's own ``training`` workflow, calibrated on
 
 - ``local``    one model per site, trained and calibrated on that site only; tested on every site's test split;
 - ``pooled``   one model on all sites' training cases (a central data lake: what federation tries to approach);
-- ``loso``     leave one site out: trained and calibrated on the other K - 1 sites, tested on *all* cases of the
+- ``loso``     leave one site out: trained and calibrated on the other K - 1 sites (their training and validation
+               cases; their test cases stay unused), tested on *all* cases of the
                held-out site (external validation); then the held-out site recalibrates on n of its own cases
                (split-conformal scale of the stored intervals, both sides' scores) and the coverage is measured
                on its remaining cases, over ``--draws`` random draws per n;
@@ -276,8 +277,13 @@ def markdown(results: Mapping[str, Any]) -> str:
             label = "own" if site == train_site else "other"
             rows.append(f"| local {train_site} | {site} ({label}) | {m['n']} | "
                         + " | ".join(_f(m[k]) for k in keys) + " |")  # fmt: skip
+    summary = _summary_rows(designs, sites)
+    if summary:
+        lines += ["## Test MAE per site: local-only (each site's own model) vs pooled vs federated", "",
+                  "| model | " + " | ".join(sites) + " | all test patients |", "|---|" + "---|" * (len(sites) + 1),
+                  *summary, ""]  # fmt: skip
     if rows:
-        lines += ["## Local-only vs pooled vs federated (each site's test split)", "", header, rule, *rows, ""]
+        lines += ["## Every model on every site's test split", "", header, rule, *rows, ""]
     if "loso" in designs:
         lines += ["## Leave one site out (all cases of the held-out site)", "",
                   "| held-out site | n | MAE | R | CCC | Table-4 accuracy | coverage | sharpness | "
@@ -292,8 +298,25 @@ def markdown(results: Mapping[str, Any]) -> str:
             cells = [_f((m["recalibration"]["n"].get(str(n)) or {}).get("coverage_mean")) for n in RECALIBRATION_SIZES]
             lines.append(f"| {site} | {_f(m['recalibration']['before'])} | " + " | ".join(cells) + " |")
         lines.append("")
-    del sites
     return "\n".join(lines) + "\n"
+
+
+def _summary_rows(designs: Mapping[str, Any], sites: Sequence[str]) -> list[str]:
+    """One row per design: MAE at each site and over all test patients (the sites weighted by their n)."""
+    per_design = {}
+    if "local" in designs:
+        per_design["local-only (own site's model)"] = {s: designs["local"].get(s, {}).get(s) for s in sites}
+    for name in ("pooled", "federated"):
+        if name in designs:
+            per_design[name] = {s: designs[name].get(s) for s in sites}
+    rows = []
+    for name, per_site in per_design.items():
+        known = [m for m in per_site.values() if m]
+        total = sum(m["n"] for m in known)
+        overall = sum(m["mae"] * m["n"] for m in known) / total if total else None
+        cells = [_f(m["mae"]) if m else "—" for m in per_site.values()]
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {_f(overall)} |")
+    return rows
 
 
 def figures(results: Mapping[str, Any], folder: Path) -> None:
