@@ -41,6 +41,7 @@ from bundle.synthetic.smwi_cohort import (
     IMAGE_DIR,
     NOTICE,
     SECTIONS,
+    datalist_case,
     install_cohort,
     patient_ids,
     read_cohort_params,
@@ -145,18 +146,7 @@ def _write_site(
         for i, (pid, seq) in enumerate(zip(ids, image_seq.spawn(n), strict=True))
     ]
     results = render_all(tasks, min(workers, n), progress)
-    cases = [
-        {
-            "id": pid,
-            "image": f"{IMAGE_DIR}/{pid}.nii.gz",
-            "centroid_right": res["centroid_right"],
-            "centroid_left": res["centroid_left"],
-            "centroid_space": "voxel",
-            "sbr_right": float(spect[i, 0]),
-            "sbr_left": float(spect[i, 1]),
-        }
-        for i, (pid, res) in enumerate(zip(ids, results, strict=True))
-    ]
+    cases = [datalist_case(res, float(spect[i, 0]), float(spect[i, 1])) for i, res in enumerate(results)]
     order = np.random.default_rng(split_seq).permutation(n)
     bounds = np.cumsum((0, *split_sizes(n, split)))
     sections = {name: [cases[i] for i in sorted(order[bounds[k] : bounds[k + 1]])] for k, name in enumerate(SECTIONS)}

@@ -127,18 +127,7 @@ def generate_cohort(
             for i, (pid, seq) in enumerate(zip(ids, image_seq.spawn(n_patients), strict=True))
         ]
         results = render_all(tasks, min(num_workers or os.cpu_count() or 1, n_patients), progress)
-        cases = [
-            {
-                "id": pid,
-                "image": f"{IMAGE_DIR}/{pid}.nii.gz",
-                "centroid_right": res["centroid_right"],
-                "centroid_left": res["centroid_left"],
-                "centroid_space": "voxel",
-                "sbr_right": sbr[i][0],
-                "sbr_left": sbr[i][1],
-            }
-            for i, (pid, res) in enumerate(zip(ids, results, strict=True))
-        ]
+        cases = [datalist_case(res, *sbr[i]) for i, res in enumerate(results)]
         bounds = np.cumsum((0, *sizes))
         datalist = {
             name: [cases[i] for i in sorted(order[bounds[k] : bounds[k + 1]])] for k, name in enumerate(SECTIONS)
@@ -211,6 +200,20 @@ def structure_masks(out_dir: str | os.PathLike, patient_id: str) -> tuple[dict[s
     s = simulate_subject(float(labels["sbr_right"][index]), float(labels["sbr_left"][index]), rng,
                          FIELDS[field][1], masks=True)  # fmt: skip
     return s.masks, s.affine
+
+
+def datalist_case(rendered: dict, sbr_right: float, sbr_left: float) -> dict:
+    """The datalist entry of one rendered patient (a :func:`render_all` result) with its SBR labels."""
+    patient_id = rendered["id"]
+    return {
+        "id": patient_id,
+        "image": f"{IMAGE_DIR}/{patient_id}.nii.gz",
+        "centroid_right": rendered["centroid_right"],
+        "centroid_left": rendered["centroid_left"],
+        "centroid_space": "voxel",
+        "sbr_right": sbr_right,
+        "sbr_left": sbr_left,
+    }
 
 
 def _render_case(task: tuple) -> dict:
