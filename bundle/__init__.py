@@ -3,4 +3,4 @@
 Research use only. See README.md and docs/README.md (model card).
 """
 
-__version__ = "0.12.0"
+__version__ = "0.13.0"
