@@ -1,6 +1,6 @@
 """``python -m apps.federated simulate|export``: the federated job in NVFlare's simulator, or as a job folder.
 
-python -m apps.federated simulate --cohort data/multisite --output_dir runs/federated [--rounds 8]
+python -m apps.federated simulate --cohort data/multisite --output_dir runs/federated [--rounds 16]
     [--local_epochs 2] [--min_sites 2] [--privacy none|exclude|percentile] [--override id=json ...]
 python -m apps.federated export --cohort data/multisite --output_dir /srv/fl/out --job_dir jobs/
 """
@@ -22,7 +22,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True, help="the global model.pt and rounds.csv (server side)")
     parser.add_argument("--configs", default="configs/train.json,configs/quick_start.json")
     parser.add_argument("--override", action="append", default=[], help="id=json for every site, e.g. num_workers=0")
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--local_epochs", type=int, default=2)
     parser.add_argument("--min_sites", type=int, default=2, help="sites that must answer every round")
     parser.add_argument("--privacy", choices=("none", "exclude", "percentile"), default="none")
@@ -37,7 +37,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    from apps.federated.job import FederatedSettings, build_job, cohort_sites
+    from apps.federated.job import FederatedSettings, build_job, cohort_sites, site_script
 
     try:
         overrides = {key: json.loads(value) for key, value in (o.split("=", 1) for o in args.override)}
@@ -52,15 +52,17 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, json.JSONDecodeError) as err:
         sys.exit(f"error: {err}")
     if args.command == "export":
+        if Path(site_script()).is_absolute():
+            sys.exit("error: run export from the repository root (the job names its site script relative to it)")
         job.export_job(args.job_dir or str(settings.output_dir / "job"))
         print(f"job exported to {args.job_dir or settings.output_dir / 'job'}")
         return
     start = time.perf_counter()
     workspace = args.workspace or str(settings.output_dir / "workspace")
-    job.simulator_run(workspace, threads=args.threads or len(settings.sites))
+    status = job.simulator_run(workspace, threads=args.threads or len(settings.sites))
     model = settings.output_dir / "model.pt"
-    if not model.is_file():
-        sys.exit(f"error: the federation ended without a global model; see {workspace}")
+    if status or not model.is_file():  # e.g. fewer than --min_sites answered a round: the job stops
+        sys.exit(f"error: the federation stopped (status {status}) before it finished; see {workspace}/server/log.txt")
     print(f"global model: {model} ({time.perf_counter() - start:.0f} s; per-round site figures: rounds.csv)")
 
 

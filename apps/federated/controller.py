@@ -25,6 +25,7 @@ from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.workflows.model_controller import ModelController
 
 INFO_KEY = "bundle"  # bundle.workflows.checkpoints.INFO_KEY (tested equal), repeated so the server needs no MONAI
+TASKS = ("train", "validate")  # what the server asks of a site; both results carry weights
 ROUNDS_CSV = ("round", "site", "val_mae_of_received_model", "n_val", "n_train", "train_steps")
 
 
@@ -41,7 +42,7 @@ class SiteWeightedFedAvg(ModelController):
     """
 
     def __init__(self, initial_model: str, model_info: dict[str, Any], output_dir: str,
-                 num_rounds: int = 8, min_clients: int = 2, timeout: int = 0) -> None:  # fmt: skip
+                 num_rounds: int = 16, min_clients: int = 2, timeout: int = 0) -> None:  # fmt: skip
         super().__init__(ignore_result_error=True)  # a failed site is left out of the round, not the end of the job
         self.initial_model = initial_model
         self.model_info = model_info
@@ -57,7 +58,7 @@ class SiteWeightedFedAvg(ModelController):
             params = {k: stored[k] for k in stored.files}
         for round_ in range(self.num_rounds + 1):
             final = round_ == self.num_rounds  # validation of the last aggregate only
-            task = "validate" if final else "train"
+            task = TASKS[1] if final else TASKS[0]
             model = FLModel(params=params, params_type=ParamsType.FULL, current_round=round_,
                             total_rounds=self.num_rounds)  # fmt: skip
             results = [r for r in self.send_model_and_wait(task, model, None, None, self.timeout)

@@ -21,7 +21,7 @@ from nvflare.job_config.api import FedJob
 from nvflare.job_config.defs import FilterType
 from nvflare.job_config.script_runner import ScriptRunner
 
-from apps.federated.controller import SiteWeightedFedAvg
+from apps.federated.controller import TASKS, SiteWeightedFedAvg
 from bundle.resources import bundle_root
 from bundle.workflows.checkpoints import ModelRecord
 
@@ -37,7 +37,7 @@ class FederatedSettings:
     output_dir: Path
     configs: Sequence[str] = ("configs/train.json", "configs/quick_start.json")
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    rounds: int = 8
+    rounds: int = 16
     local_epochs: int = 2
     min_sites: int = 2
     privacy: str = "none"
@@ -73,13 +73,25 @@ def initial_model(settings: FederatedSettings) -> tuple[dict[str, Any], dict[str
     return {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}, record
 
 
-def site_arguments(settings: FederatedSettings, site: str) -> str:
+def site_script() -> str:
+    """The site script as the job names it: relative to the working directory when that is the repository root, so
+    that a site runs the copy in the job's own ``custom`` folder; else its absolute path on this machine."""
+    try:
+        return str(SITE_SCRIPT.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(SITE_SCRIPT)
+
+
+def site_arguments(settings: FederatedSettings, site: str, keep_local: Sequence[str] = ()) -> str:
+    """The site script's command line (NVFlare splits it on spaces)."""
     folder = Path(settings.sites[site]).resolve()
     args = ["--configs", ",".join(settings.configs), "--dataset_dir", str(folder),
             "--datalist", str(folder / "datalist.json"), "--output_dir", str(settings.output_dir / "sites" / site),
             "--local_epochs", str(settings.local_epochs), "--rounds", str(settings.rounds)]  # fmt: skip
     for key, value in settings.overrides.items():
         args += ["--override", f"{key}={json.dumps(value, separators=(',', ':'))}"]
+    if keep_local:
+        args += ["--keep_local", ",".join(keep_local)]
     if site in settings.drop_out:
         args += ["--drop_out_at_round", str(settings.drop_out[site])]
     if any(not a or any(c.isspace() or c in "'\"" for c in a) for a in args):
@@ -95,6 +107,7 @@ def build_job(settings: FederatedSettings, name: str = "nigral_sbr_fedavg") -> F
     start = settings.output_dir.resolve() / "initial_model.npz"
     np.savez(start, **params)
     job = FedJob(name=name, min_clients=settings.min_sites)
+    job.set_app_packages(["bundle"])  # installed at every site; a partial copy in the job would shadow it
     job.to_server(SiteWeightedFedAvg(str(start), record, str(settings.output_dir.resolve()), settings.rounds,
                                      settings.min_sites, settings.round_timeout_s))  # fmt: skip
     # the names, not the regex: NVFlare writes a compiled pattern into the job config as an empty object
@@ -102,15 +115,18 @@ def build_job(settings: FederatedSettings, name: str = "nigral_sbr_fedavg") -> F
     if settings.privacy == "exclude" and not kept_local:
         raise ValueError(f"exclude_vars {settings.exclude_vars!r} matches no variable of the network")
     transfer = TransferType.DIFF if settings.privacy == "percentile" else TransferType.FULL
+    # filters for the named tasks: NVFlare 2.9 looks a site's filters up by the exact task name, so a filter added for
+    # the default pattern "*" would never be applied
     for site in settings.sites:
-        runner = ScriptRunner(script=str(SITE_SCRIPT), script_args=site_arguments(settings, site),
+        local = kept_local if settings.privacy == "exclude" else ()
+        runner = ScriptRunner(script=site_script(), script_args=site_arguments(settings, site, local),
                               params_transfer_type=transfer)  # fmt: skip
         job.to(runner, site)
         if settings.privacy == "exclude":
-            job.to(ExcludeVars(exclude_vars=kept_local), site, filter_type=FilterType.TASK_RESULT)
+            job.to(ExcludeVars(exclude_vars=kept_local), site, filter_type=FilterType.TASK_RESULT, tasks=list(TASKS))
         elif settings.privacy == "percentile":
             privacy = PercentilePrivacy(percentile=settings.percentile, gamma=settings.percentile_gamma)
-            job.to(privacy, site, filter_type=FilterType.TASK_RESULT)
+            job.to(privacy, site, filter_type=FilterType.TASK_RESULT, tasks=list(TASKS))
     return job
 
 

@@ -10,7 +10,8 @@ bundle's training config.
 Run by NVFlare (see :mod:`apps.federated.job`), with arguments::
 
     --configs configs/train.json,configs/quick_start.json --dataset_dir SITE_FOLDER --datalist SITE/datalist.json
-    --output_dir SITE_OUTPUT --local_epochs 2 --rounds 8 [--override id=json ...] [--drop_out_at_round N]
+    --output_dir SITE_OUTPUT --local_epochs 2 --rounds 16 [--override id=json ...] [--keep_local NAME,...]
+    [--drop_out_at_round N]
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--datalist", required=True)
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--local_epochs", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--override", action="append", default=[], help="id=json, e.g. network_def#channels=[4,8]")
+    parser.add_argument("--keep_local", default="", help="comma-separated variables the site never takes from the "
+                        "server (those its privacy filter keeps from leaving it)")  # fmt: skip
     parser.add_argument("--drop_out_at_round", type=int, default=None,
                         help="fault drill: the site fails when this round's task arrives")  # fmt: skip
     return parser.parse_args(argv)
@@ -57,12 +60,21 @@ def site_workflow(args: argparse.Namespace) -> CheckedConfigWorkflow:
     return workflow
 
 
+def merge_received(local: dict[str, torch.Tensor], received: dict, keep_local: set[str]) -> dict[str, torch.Tensor]:
+    """The state to load: the received global weights, except the variables this site keeps local."""
+    unknown = keep_local - set(local)
+    if unknown:
+        raise ValueError(f"--keep_local names no variable of the network: {', '.join(sorted(unknown))}")
+    return {k: local[k].clone() if k in keep_local else torch.as_tensor(received[k]) for k in local}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     workflow = site_workflow(args)
     parsed = workflow.parser.get_parsed_content
     network, trainer, evaluator = parsed("network"), parsed("train#trainer"), parsed("validate#evaluator")
     n_train, n_val = len(parsed("train_cases")), len(parsed("val_cases"))
+    keep_local = {name for name in args.keep_local.split(",") if name}
     flare.init()
     site = flare.get_site_name()
     while flare.is_running():
@@ -71,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             break
         if args.drop_out_at_round is not None and received.current_round == args.drop_out_at_round:
             raise RuntimeError(f"{site}: fault drill, dropping out at round {received.current_round}")
-        network.load_state_dict({k: torch.as_tensor(v) for k, v in received.params.items()})
+        network.load_state_dict(merge_received(network.state_dict(), received.params, keep_local))
         evaluator.run(trainer.state.epoch)
         val_mae = float(evaluator.state.metrics["val_mae"])
         logger.info("%s round %s: validation MAE of the received model %.4f", site, received.current_round, val_mae)
