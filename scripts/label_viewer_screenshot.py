@@ -29,7 +29,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -46,7 +45,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from subjects import same_study, write_dicom_series  # noqa: E402  (the test suite's DICOM series writer)
 
 from apps.pacs.client import OrthancClient  # noqa: E402
-from apps.pacs.orthanc import start_orthanc, write_config  # noqa: E402
+from apps.pacs.orthanc import start_orthanc, stop_process_group, write_config  # noqa: E402
 from bundle.synthetic import smwi_cohort  # noqa: E402
 
 ATTRIBUTES = {"PatientName": "SYNTHETIC^DEMO", "PatientID": "SYN-0002", "PatientBirthDate": "19500101",
@@ -61,18 +60,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def stop(process: subprocess.Popen, grace_s: float = 30) -> None:
-    """Stop a process started with ``start_new_session=True`` by its process group."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=grace_s)
 
 
 def wait_http(url: str, process: subprocess.Popen, timeout_s: float) -> bool:
@@ -423,7 +410,7 @@ def main() -> int:
             return 1
         finally:
             for process in reversed(processes):
-                stop(process)
+                stop_process_group(process)
     print(f"wrote {args.out}")
     return 0
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from subjects import same_study, write_dicom_series  # noqa: E402  (the test suite's DICOM series writer)
 
 from apps.pacs.client import OrthancClient  # noqa: E402
-from apps.pacs.orthanc import start_orthanc, write_config  # noqa: E402
+from apps.pacs.orthanc import start_orthanc, stop_process_group, write_config  # noqa: E402
 from apps.pacs.router import StudyRouter  # noqa: E402
 from bundle.synthetic import smwi_cohort  # noqa: E402
 
@@ -81,8 +80,7 @@ def main() -> int:
                             "--window-size=1280,720", "--virtual-time-budget=8000", f"--screenshot={args.out}", url],
                            check=True, capture_output=True, timeout=120)  # fmt: skip
         finally:
-            os.killpg(orthanc.pid, signal.SIGTERM)
-            orthanc.wait(timeout=60)
+            stop_process_group(orthanc, grace_s=60)
     print(f"wrote {args.out}")
     return 0
 

@@ -3,7 +3,6 @@
 import importlib
 import logging
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 for _path in (REPO, REPO / "scripts"):  # the package, and the scripts' shared experiment runner (experiments.py)
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+
+from apps.pacs.orthanc import stop_process_group  # noqa: E402,F401  (the servers' stop, for the tests that start one)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -77,19 +78,6 @@ def require_extra(module: str, extra: str) -> ModuleType:
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message, allow_module_level=True)
-
-
-def stop_process_group(process: subprocess.Popen, grace_s: float = 30) -> None:
-    """Stop a server started with ``start_new_session=True`` by its process group: SIGTERM, then SIGKILL when it is
-    still there after ``grace_s``."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=grace_s)
 
 
 def dciodvfy_errors(path: Path) -> list[str]:

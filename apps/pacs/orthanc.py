@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -53,7 +54,21 @@ def write_config(storage: Path, http_port: int, username: str, password: str, st
 
 
 def start_orthanc(config: Path, log: Path) -> subprocess.Popen:
-    """Start Orthanc on ``config`` in its own process group (stop it with ``os.killpg``); its output to ``log``."""
+    """Start Orthanc on ``config`` in its own process group (stop it with :func:`stop_process_group`); its output to
+    ``log``."""
     with open(log, "ab") as output:
         return subprocess.Popen([ORTHANC, str(config)], stdout=output, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 30) -> None:
+    """Stop a server started with ``start_new_session=True`` by its process group: SIGTERM, then SIGKILL when it is
+    still there after ``grace_s``."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace_s)
