@@ -29,7 +29,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,24 +41,15 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from subjects import same_study, write_dicom_series  # noqa: E402  (the test suite's DICOM series writer)
+from subjects import same_study, study_attributes, write_dicom_series  # noqa: E402  (the test suite's DICOM series writer)
 
 from apps.pacs.client import OrthancClient  # noqa: E402
-from apps.pacs.orthanc import start_orthanc, stop_process_group, write_config  # noqa: E402
+from apps.pacs.orthanc import free_port, start_orthanc, stop_process_group, write_config  # noqa: E402
 from bundle.synthetic import smwi_cohort  # noqa: E402
 
-ATTRIBUTES = {"PatientName": "SYNTHETIC^DEMO", "PatientID": "SYN-0002", "PatientBirthDate": "19500101",
-              "PatientSex": "O", "StudyDate": "20261204", "StudyTime": "090000", "StudyID": "1",
-              "AccessionNumber": "A2", "ReferringPhysicianName": "",
-              "StudyDescription": "synthetic midbrain MRI"}  # fmt: skip
+ATTRIBUTES = study_attributes("SYNTHETIC^DEMO", "SYN-0002", "A2")
 USER, PASSWORD = "viewer", "synthetic-only-secret"
 SEG_TITLE = "nigral patches"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, process: subprocess.Popen, timeout_s: float) -> bool:

@@ -26,17 +26,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from subjects import same_study, write_dicom_series  # noqa: E402  (the test suite's DICOM series writer)
+from subjects import same_study, study_attributes, write_dicom_series  # noqa: E402  (the test suite's DICOM series writer)
 
 from apps.pacs.client import OrthancClient  # noqa: E402
 from apps.pacs.orthanc import start_orthanc, stop_process_group, write_config  # noqa: E402
 from apps.pacs.router import StudyRouter  # noqa: E402
 from bundle.synthetic import smwi_cohort  # noqa: E402
 
-ATTRIBUTES = {"PatientName": "SYNTHETIC^DEMO", "PatientID": "SYN-0001", "PatientBirthDate": "19500101",
-              "PatientSex": "O", "StudyDate": "20261204", "StudyTime": "090000", "StudyID": "1",
-              "AccessionNumber": "A1", "ReferringPhysicianName": "",
-              "StudyDescription": "synthetic midbrain MRI"}  # fmt: skip
+ATTRIBUTES = study_attributes("SYNTHETIC^DEMO", "SYN-0001", "A1")
 
 
 def main() -> int:

@@ -15,7 +15,7 @@ for _path in (REPO, REPO / "scripts"):  # the package, and the scripts' shared e
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from apps.pacs.orthanc import stop_process_group  # noqa: E402,F401  (the servers' stop, for the tests that start one)
+from apps.pacs.orthanc import free_port, stop_process_group  # noqa: E402,F401  (for the tests that start a server)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -57,6 +57,14 @@ def save_nifti(path: Path, volume: np.ndarray, affine: np.ndarray) -> str:
     return str(path)
 
 
+def study_attributes(name: str, patient_id: str, accession: str) -> dict:
+    """The patient and study attributes of a synthetic DICOM study (for :func:`write_dicom_series`'s
+    ``attributes``), one patient each."""
+    return {"PatientName": name, "PatientID": patient_id, "PatientBirthDate": "19500101", "PatientSex": "O",
+            "StudyDate": "20261204", "StudyTime": "090000", "StudyID": "1", "AccessionNumber": accession,
+            "ReferringPhysicianName": "", "StudyDescription": "synthetic midbrain MRI"}  # fmt: skip
+
+
 def write_dicom_series(
     folder: Path, volume: np.ndarray, affine: np.ndarray, seed: int = 0, attributes: dict | None = None
 ) -> Path:

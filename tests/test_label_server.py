@@ -7,7 +7,6 @@ reason. Also the DICOM-SEG round trip that makes the server's pydicom 3 import a
 import csv
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import REPO, bundle_env, require_extra, stop_process_group
+from conftest import REPO, bundle_env, free_port, require_extra, stop_process_group
 from subjects import demo_subject, save_nifti, world, write_dicom_series
 
 server = require_extra("apps.label.server", "label")
@@ -29,12 +28,6 @@ require_extra("monailabel.app", "label-server")  # the server's own imports: Fas
 MC_SAMPLES = 20
 STARTUP_S = 180  # bounded wait for /info/ (a cold start imports torch, MONAI and MONAI Label)
 POLL_S = 0.5
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(url: str, form: dict | None = None, timeout: float = 300) -> tuple[int, bytes]:

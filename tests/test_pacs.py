@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,8 +19,8 @@ import numpy as np
 import pydicom
 import pytest
 import requests
-from conftest import REPO, bundle_env, dciodvfy_errors, require_extra, stop_process_group
-from subjects import write_dicom_series
+from conftest import REPO, bundle_env, dciodvfy_errors, free_port, require_extra, stop_process_group
+from subjects import study_attributes, write_dicom_series
 
 from apps.pacs.client import OrthancClient, credentials
 from apps.pacs.orthanc import ORTHANC, write_config
@@ -43,18 +42,6 @@ def require(path: str | Path, what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def patient(name: str, pid: str, seed: int) -> dict:
-    return {"PatientName": name, "PatientID": pid, "PatientBirthDate": "19500101", "PatientSex": "O",
-            "StudyDate": "20261204", "StudyTime": "090000", "StudyID": "1", "AccessionNumber": f"ACC{seed}",
-            "ReferringPhysicianName": "", "StudyDescription": "synthetic midbrain MRI"}  # fmt: skip
 
 
 def write_study(folder: Path, attributes: dict, seed: int, t1: bool = False, corrupt: bool = False) -> Path:
@@ -108,9 +95,11 @@ def routed(pacs, tmp_path_factory):
     orientation tags make no volume), then the router until each has an outcome; (client, outcomes, folders)."""
     client, root = pacs
     data = tmp_path_factory.mktemp("studies")
-    folders = {"A": write_study(data / "A", patient("SYNTHETIC^A", "SYN-A", 11), 11, t1=True),
-               "B": write_study(data / "B", patient("SYNTHETIC^B", "SYN-B", 12), 12),
-               "C": write_study(data / "C", patient("SYNTHETIC^C", "SYN-C", 13), 13, corrupt=True)}  # fmt: skip
+    folders = {
+        "A": write_study(data / "A", study_attributes("SYNTHETIC^A", "SYN-A", "ACC11"), 11, t1=True),
+        "B": write_study(data / "B", study_attributes("SYNTHETIC^B", "SYN-B", "ACC12"), 12),
+        "C": write_study(data / "C", study_attributes("SYNTHETIC^C", "SYN-C", "ACC13"), 13, corrupt=True),
+    }
     files = {key: sorted(folder.rglob("*.dcm")) for key, folder in folders.items()}
     for batch in itertools.zip_longest(*files.values()):  # interleaved arrival: A, B, C, A, B, C, ...
         for path in filter(None, batch):
@@ -268,7 +257,7 @@ def test_monai_label_infers_on_the_orthanc_held_study(pacs, tmp_path):
     client, _ = pacs
     subject = smwi_cohort.simulate_subject(4.2, 2.1, np.random.default_rng(21), smwi_cohort.WIDE_FIELD)
     series = write_dicom_series(tmp_path / "smwi", subject.volume, subject.affine, seed=21,
-                                attributes={**patient("SYNTHETIC^L", "SYN-L", 21),
+                                attributes={**study_attributes("SYNTHETIC^L", "SYN-L", "ACC21"),
                                             "SeriesDescription": "SMWI axial"})  # fmt: skip
     for path in sorted(series.glob("*.dcm")):
         client.store(path)

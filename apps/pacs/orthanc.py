@@ -12,10 +12,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
-__all__ = ["ORTHANC", "PLUGINS", "orthanc_config", "write_config", "start_orthanc"]
+__all__ = ["ORTHANC", "PLUGINS", "orthanc_config", "write_config", "start_orthanc", "stop_process_group", "free_port"]
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 """The Orthanc server of Debian's ``orthanc`` package."""
@@ -72,3 +73,10 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 30) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=grace_s)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that is free now, for a server started on loopback (Orthanc, MONAI Label)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
