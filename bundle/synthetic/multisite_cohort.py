@@ -43,6 +43,7 @@ from bundle.synthetic.smwi_cohort import (
     SECTIONS,
     datalist_case,
     install_cohort,
+    is_empty_dir,
     patient_ids,
     read_cohort_params,
     render_all,
@@ -79,7 +80,7 @@ def generate_multisite_cohort(
     sites = list(sites[: len(sizes)])
     params = {"version": MULTISITE_VERSION, "n_patients": sum(sizes), "seed": seed, "split": [float(f) for f in split]}
     identity = json.loads(json.dumps({**params, "site_sizes": sizes, "sites": [asdict(site) for site in sites]}))
-    existed = out_dir.exists() and any(out_dir.iterdir()) if out_dir.is_dir() else out_dir.exists()
+    existed = out_dir.exists() and not is_empty_dir(out_dir)
     if existed and not force:
         if _identity(out_dir) == identity:
             return out_dir / DATALIST_NAME

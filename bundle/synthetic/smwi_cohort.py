@@ -105,7 +105,7 @@ def generate_cohort(
     out_dir = pathlib.Path(out_dir).absolute()
     sizes = split_sizes(n_patients, split)
     params = _params(n_patients, seed, split, field)
-    existed = out_dir.exists() and not _is_empty_dir(out_dir)
+    existed = out_dir.exists() and not is_empty_dir(out_dir)
     if existed and not force:
         if read_cohort_params(out_dir) == params:
             return out_dir / DATALIST_NAME
@@ -170,7 +170,7 @@ def ensure_demo_cohort(
     out_dir = pathlib.Path(out_dir).absolute()
     if read_cohort_params(out_dir) == _params(n_patients, seed, DEFAULT_SPLIT, field):
         return out_dir / DATALIST_NAME
-    if out_dir.exists() and not _is_empty_dir(out_dir) and not (out_dir / COHORT_NAME).is_file():
+    if out_dir.exists() and not is_empty_dir(out_dir) and not (out_dir / COHORT_NAME).is_file():
         raise FileExistsError(f"{out_dir} is not a synthetic cohort (no {COHORT_NAME}); refusing to overwrite it")
     return generate_cohort(out_dir, n_patients, seed, force=True, field=field)
 
@@ -283,7 +283,8 @@ def read_cohort_params(out_dir: pathlib.Path) -> dict | None:
     return {key: meta.get(key) for key in ("version", "n_patients", "seed", "split")}
 
 
-def _is_empty_dir(path: pathlib.Path) -> bool:
+def is_empty_dir(path: pathlib.Path) -> bool:
+    """Whether ``path`` is a folder with nothing in it (a file is not)."""
     return path.is_dir() and not any(path.iterdir())
 
 
