@@ -15,7 +15,8 @@ import pytest
 import torch
 from conftest import REPO
 
-from apps.federated.job import FederatedSettings, build_job, cohort_sites
+from apps.federated.job import build_job, cohort_sites
+from apps.federated.settings import FederatedSettings
 from apps.federated.site_training import merge_received
 from bundle.synthetic.multisite_cohort import generate_multisite_cohort
 

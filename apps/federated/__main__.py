@@ -11,7 +11,12 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
+
+from apps.federated.settings import PRIVACY, FederatedSettings
+
+DEFAULTS = {f.name: f.default for f in fields(FederatedSettings)}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -20,14 +25,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cohort", required=True, help="folder whose sub-folders are the sites (each a datalist.json)")
     parser.add_argument("--sites", nargs="+", default=None, help="site names (default: every sub-folder)")
     parser.add_argument("--output_dir", required=True, help="the global model.pt and rounds.csv (server side)")
-    parser.add_argument("--configs", default="configs/train.json,configs/quick_start.json")
+    parser.add_argument("--configs", default=",".join(DEFAULTS["configs"]))
     parser.add_argument("--override", action="append", default=[], help="id=json for every site, e.g. num_workers=0")
-    parser.add_argument("--rounds", type=int, default=16)
-    parser.add_argument("--local_epochs", type=int, default=2)
-    parser.add_argument("--min_sites", type=int, default=2, help="sites that must answer every round")
-    parser.add_argument("--privacy", choices=("none", "exclude", "percentile"), default="none")
-    parser.add_argument("--round_timeout_s", type=int, default=0, help="0: a round waits for every site")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=DEFAULTS["rounds"])
+    parser.add_argument("--local_epochs", type=int, default=DEFAULTS["local_epochs"])
+    parser.add_argument(
+        "--min_sites", type=int, default=DEFAULTS["min_sites"], help="sites that must answer every round"
+    )
+    parser.add_argument("--privacy", choices=PRIVACY, default=DEFAULTS["privacy"])
+    parser.add_argument(
+        "--round_timeout_s", type=int, default=DEFAULTS["round_timeout_s"], help="0: a round waits for every site"
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument("--threads", type=int, default=None, help="sites simulated at once (default: all)")
     parser.add_argument("--workspace", default=None, help="simulator workspace (default: OUTPUT_DIR/workspace)")
     parser.add_argument("--job_dir", default=None, help="export: where the job folder goes")
@@ -37,7 +46,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    from apps.federated.job import FederatedSettings, build_job, cohort_sites, site_script
+    from apps.federated.job import build_job, cohort_sites, site_script
 
     try:
         overrides = {key: json.loads(value) for key, value in (o.split("=", 1) for o in args.override)}

@@ -7,7 +7,8 @@ MAE and its case counts. Nothing else leaves the site: no image, no SBR, no pred
 the last round) only validates. Written by hand: the loop around the bundle workflow; everything inside it is the
 bundle's training config.
 
-Run by NVFlare (see :mod:`apps.federated.job`), with arguments::
+Run by NVFlare (see :mod:`apps.federated.job`, which always passes the first six, the defaults of
+:mod:`apps.federated.settings`), with arguments::
 
     --configs configs/train.json,configs/quick_start.json --dataset_dir SITE_FOLDER --datalist SITE/datalist.json
     --output_dir SITE_OUTPUT --local_epochs 2 --rounds 16 [--override id=json ...] [--keep_local NAME,...]
@@ -34,12 +35,12 @@ logger = logging.getLogger("nigral_sbr.federated")
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="configs/train.json", help="comma-separated configs, train.json first")
+    parser.add_argument("--configs", required=True, help="comma-separated configs, train.json first")
     parser.add_argument("--dataset_dir", required=True)
     parser.add_argument("--datalist", required=True)
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--local_epochs", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=16)
+    parser.add_argument("--local_epochs", type=int, required=True)
+    parser.add_argument("--rounds", type=int, required=True)
     parser.add_argument("--override", action="append", default=[], help="id=json, e.g. network_def#channels=[4,8]")
     parser.add_argument("--keep_local", default="", help="comma-separated variables the site never takes from the "
                         "server (those its privacy filter keeps from leaving it)")  # fmt: skip
