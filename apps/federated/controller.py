@@ -39,10 +39,13 @@ class SiteWeightedFedAvg(ModelController):
         num_rounds: federated rounds.
         min_clients: sites that must answer in every round; fewer ends the job with an error.
         timeout: seconds a round waits for the sites (0: no limit); a site that has not answered by then is left out.
+
+    The job (:func:`apps.federated.job.build_job`) passes every argument; their defaults are those of
+    :class:`apps.federated.settings.FederatedSettings`.
     """
 
     def __init__(self, initial_model: str, model_info: dict[str, Any], output_dir: str,
-                 num_rounds: int = 16, min_clients: int = 2, timeout: int = 0) -> None:  # fmt: skip
+                 num_rounds: int, min_clients: int, timeout: int) -> None:  # fmt: skip
         super().__init__(ignore_result_error=True)  # a failed site is left out of the round, not the end of the job
         self.initial_model = initial_model
         self.model_info = model_info
